@@ -1,0 +1,206 @@
+"""Routing: the cheapest capable model for an analysed request, under the caller's constraints.
+
+Candidates are the tier's configured chain (preferred, then fallbacks), then every other catalog model trusted with
+the tier or a harder one, cheapest first, so an outage or a tight budget degrades to another capable model rather
+than to a failure. A caller's `preferred_models` go first. Each candidate is kept or rejected with a reason; when
+none is left, the error lists every reason, because "no model available" alone helps nobody.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from shared.analysis import Analysis, RequestOptions
+from shared.prompts import system_prompt
+from shared.settings import ModelSpec, Settings, Tier
+from shared.tokens import count_tokens
+
+#: Expected answer length per tier, for estimates before the call (the real usage replaces it afterwards).
+EXPECTED_OUTPUT_TOKENS = {Tier.simple: 150, Tier.moderate: 500, Tier.complex: 1200}
+
+
+class PlanningError(Exception):
+    """No model satisfies the constraints. `reasons` maps each candidate to why it was rejected."""
+
+    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or {}
+
+
+class Constraints(BaseModel):
+    preferred_models: list[str] = []
+    max_cost_usd: float | None = None
+    min_context_window: int | None = None
+    usable_providers: set[str] | None = Field(None, description="None: plan as if every provider had a key.")
+    open_breakers: set[str] = set()
+
+    @classmethod
+    def from_options(
+        cls, options: RequestOptions | None, usable_providers: set[str] | None, open_breakers: set[str] = frozenset()
+    ) -> Constraints:
+        options = options or RequestOptions()
+        return cls(
+            preferred_models=options.preferred_models,
+            max_cost_usd=options.max_cost,
+            min_context_window=options.min_context_window,
+            usable_providers=usable_providers,
+            open_breakers=set(open_breakers),
+        )
+
+
+class Estimate(BaseModel):
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class Plan(BaseModel):
+    model: str
+    provider: str
+    fallbacks: list[str]
+    reason: str
+    tier: Tier
+    max_output_tokens: int
+    estimated_input_tokens: int
+    estimated_output_tokens: int
+    estimated_cost_usd: float
+    baseline: Estimate
+    estimated_savings_usd: float
+    preprocess: bool = Field(description="The document must be compressed to fit the chosen model.")
+    document_budget_tokens: int | None = None
+    rejected: dict[str, str] = {}
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.model, *self.fallbacks]
+
+
+def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_tokens: int | None = None) -> Plan:
+    catalog = settings.models
+    unknown = [name for name in constraints.preferred_models if name not in catalog]
+    if unknown:
+        raise PlanningError(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(sorted(catalog))}")
+
+    output_tokens = min(max_tokens or settings.default_max_output_tokens, EXPECTED_OUTPUT_TOKENS[analysis.tier])
+    max_output = max_tokens or settings.default_max_output_tokens
+    direct_input = _prompt_tokens(analysis)
+    docs = settings.document_processing
+
+    accepted: list[tuple[str, Estimate, bool, int | None]] = []
+    rejected: dict[str, str] = {}
+    for name in _candidates(analysis.tier, constraints, settings):
+        spec = catalog[name]
+        reason = _unusable(name, spec, constraints)
+        if reason:
+            rejected[name] = reason
+            continue
+        input_tokens, preprocess, budget = _fit(analysis, spec, direct_input, min(max_output, spec.max_output_tokens),
+                                                docs.max_direct_tokens, docs.enable_preprocessing)
+        if input_tokens is None:
+            rejected[name] = f"needs {direct_input + max_output:,} tokens, window is {spec.context_window:,}"
+            continue
+        estimate = Estimate(
+            model=name,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=spec.cost_usd(input_tokens, output_tokens),
+        )
+        if constraints.max_cost_usd is not None and estimate.cost_usd > constraints.max_cost_usd:
+            rejected[name] = f"estimated ${estimate.cost_usd:.6f} exceeds max_cost ${constraints.max_cost_usd:.6f}"
+            continue
+        accepted.append((name, estimate, preprocess, budget))
+
+    if not accepted:
+        detail = "; ".join(f"{name}: {why}" for name, why in rejected.items())
+        raise PlanningError(f"no model satisfies the constraints ({detail})", rejected)
+
+    chosen, estimate, preprocess, budget = accepted[0]
+    baseline = baseline_estimate(analysis, settings, output_tokens)
+    return Plan(
+        model=chosen,
+        provider=catalog[chosen].provider,
+        fallbacks=[name for name, *_ in accepted[1:]],
+        reason=_reason(chosen, analysis, constraints, rejected),
+        tier=analysis.tier,
+        max_output_tokens=min(max_output, catalog[chosen].max_output_tokens),
+        estimated_input_tokens=estimate.input_tokens,
+        estimated_output_tokens=estimate.output_tokens,
+        estimated_cost_usd=estimate.cost_usd,
+        baseline=baseline,
+        estimated_savings_usd=baseline.cost_usd - estimate.cost_usd,
+        preprocess=preprocess,
+        document_budget_tokens=budget,
+        rejected=rejected,
+    )
+
+
+def baseline_estimate(analysis: Analysis, settings: Settings, output_tokens: int) -> Estimate:
+    """The configured baseline model answering the naive prompt with the full, uncompressed context."""
+    spec = settings.models[settings.baseline_model]
+    input_tokens = analysis.tokens.naive_prompt + analysis.tokens.document
+    return Estimate(
+        model=settings.baseline_model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=spec.cost_usd(input_tokens, output_tokens),
+    )
+
+
+def _candidates(tier: Tier, constraints: Constraints, settings: Settings) -> list[str]:
+    ordered = [*constraints.preferred_models, *settings.execution[tier].models]
+    capable = sorted(
+        (name for name, spec in settings.models.items() if spec.tier.rank >= tier.rank),
+        key=lambda name: settings.models[name].cost_usd(1000, 300),
+    )
+    return list(dict.fromkeys([*ordered, *capable]))
+
+
+def _unusable(name: str, spec: ModelSpec, constraints: Constraints) -> str | None:
+    if constraints.usable_providers is not None and spec.provider not in constraints.usable_providers:
+        return f"no API key for provider {spec.provider}"
+    if name in constraints.open_breakers:
+        return "circuit breaker open"
+    if constraints.min_context_window and spec.context_window < constraints.min_context_window:
+        return f"window {spec.context_window:,} below required {constraints.min_context_window:,}"
+    return None
+
+
+def _prompt_tokens(analysis: Analysis) -> int:
+    system = count_tokens(system_prompt(analysis.intent, analysis.tier))
+    framing = 6 if analysis.tokens.context else 0
+    framing += 8 if analysis.tokens.document else 0
+    return system + analysis.tokens.total + framing
+
+
+def _fit(
+    analysis: Analysis,
+    spec: ModelSpec,
+    direct_input: int,
+    max_output: int,
+    max_direct_tokens: int,
+    preprocessing_enabled: bool,
+) -> tuple[int | None, bool, int | None]:
+    """Input tokens the model would receive, whether the document must be compressed, and its token budget."""
+    window_room = spec.context_window - max_output
+    document = analysis.tokens.document
+    if direct_input <= window_room and document <= max_direct_tokens:
+        return direct_input, False, None
+    if not document or not preprocessing_enabled:
+        return None, False, None
+    without_document = direct_input - document
+    budget = min(max_direct_tokens, window_room - without_document)
+    if budget <= 0:
+        return None, False, None
+    return without_document + budget, True, budget
+
+
+def _reason(chosen: str, analysis: Analysis, constraints: Constraints, rejected: dict[str, str]) -> str:
+    if chosen in constraints.preferred_models:
+        why = "caller's preferred model"
+    else:
+        why = f"first usable model of the {analysis.tier} chain for a {analysis.intent} request"
+    skipped = [name for name in rejected if name in constraints.preferred_models]
+    if skipped:
+        why += f" (preferred {', '.join(skipped)} rejected: {'; '.join(rejected[name] for name in skipped)})"
+    return why

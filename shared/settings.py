@@ -1,0 +1,246 @@
+"""Settings: environment variables over `config/*.yaml` over built-in defaults.
+
+Environment variables use the `ORCH_` prefix (nested keys joined by `__`), plus the providers' usual key variables.
+A config file that is not valid YAML, or whose values do not validate, fails with a `ConfigError` that names the
+file and the field, so an operator never has to guess which of several files is wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
+
+
+class ConfigError(Exception):
+    """A configuration problem an operator must fix; the message names the file and the field."""
+
+
+class Tier(StrEnum):
+    simple = "simple"
+    moderate = "moderate"
+    complex = "complex"
+
+    @property
+    def rank(self) -> int:
+        return list(Tier).index(self)
+
+
+class ModelSpec(BaseModel):
+    provider: str
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(4096, gt=0)
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    tier: Tier
+    provider_model: str | None = Field(None, description="The id sent to the provider, when it differs from the name.")
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1_000_000
+
+
+class TierChain(BaseModel):
+    preferred: str
+    fallback: list[str] = []
+
+    @property
+    def models(self) -> list[str]:
+        return [self.preferred, *self.fallback]
+
+
+class ProviderConfig(BaseModel):
+    adapter: Literal["openai", "anthropic", "google"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="Environment variable holding this account's key.")
+    api_key_required: bool = True
+
+
+class ChunkingSettings(BaseModel):
+    default_chunk_size: int = Field(10_000, gt=0)
+    max_chunk_size: int = Field(50_000, gt=0)
+    min_chunk_size: int = Field(500, gt=0)
+    overlap_size: int = Field(200, ge=0)
+
+
+class DocumentProcessing(BaseModel):
+    enable_preprocessing: bool = True
+    max_direct_tokens: int = Field(100_000, gt=0)
+    preprocessor_model: str = "gemini-2.0-flash"
+    cache_ttl_seconds: int = Field(86_400, gt=0)
+    chunking: ChunkingSettings = ChunkingSettings()
+
+
+#: Which environment variables hold each well-known provider's key, in the order they are tried.
+PROVIDER_KEY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_", env_nested_delimiter="__", populate_by_name=True, extra="ignore"
+    )
+
+    redis_url: str | None = None
+    redis_prefix: str = "orch:"
+    data_dir: Path = Path("~/.orchestrator")
+
+    job_ttl_seconds: int = Field(7 * 86_400, gt=0)
+    provider_timeout_seconds: float = Field(60.0, gt=0)
+    default_max_output_tokens: int = Field(1024, gt=0)
+    orchestrate_wait_seconds: float = Field(30.0, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, gt=0, lt=65536)
+    worker_concurrency: int = Field(32, gt=0)
+
+    models: dict[str, ModelSpec] = {}
+    execution: dict[Tier, TierChain] = {}
+    baseline_model: str = ""
+    providers: dict[str, ProviderConfig] = {}
+    document_processing: DocumentProcessing = DocumentProcessing()
+
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    google_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY", "google_api_key")
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlDirectorySource(settings_cls)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        for name, spec in self.models.items():
+            if spec.provider not in self.providers:
+                raise ValueError(f"models.{name}.provider: unknown provider {spec.provider!r}")
+        for tier, chain in self.execution.items():
+            for model in chain.models:
+                if model not in self.models:
+                    raise ValueError(f"execution.{tier}: unknown model {model!r}")
+        missing = [t.value for t in Tier if t not in self.execution]
+        if self.models and missing:
+            raise ValueError(f"execution: no chain for tier(s) {', '.join(missing)}")
+        if self.models and self.baseline_model not in self.models:
+            raise ValueError(f"baseline_model: unknown model {self.baseline_model!r}")
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser()
+
+    def provider_api_key(self, provider: str) -> str | None:
+        """The key for a provider account: its config, its own variable, or the provider's usual variable."""
+        config = self.providers[provider]
+        if config.api_key is not None:
+            return config.api_key.get_secret_value()
+        if config.api_key_env and os.environ.get(config.api_key_env):
+            return os.environ[config.api_key_env]
+        field = {"openai": self.openai_api_key, "anthropic": self.anthropic_api_key, "google": self.google_api_key}
+        secret = field.get(provider)
+        return secret.get_secret_value() if secret is not None else None
+
+    def provider_base_url(self, provider: str) -> str | None:
+        config = self.providers[provider]
+        if config.base_url:
+            return config.base_url
+        return self.openai_base_url if provider == "openai" else None
+
+    def usable_providers(self) -> set[str]:
+        """Providers that can be called: they have a key, or need none."""
+        return {
+            name
+            for name, config in self.providers.items()
+            if not config.api_key_required or self.provider_api_key(name)
+        }
+
+    def key_variables_hint(self) -> str:
+        names = [" or ".join(variables) for variables in PROVIDER_KEY_VARIABLES.values()]
+        return (
+            f"set {', '.join(names)} (or OPENAI_BASE_URL with OPENAI_API_KEY for an OpenAI-compatible server "
+            "such as Ollama or vLLM)"
+        )
+
+
+class YamlDirectorySource(PydanticBaseSettingsSource):
+    """Every `*.yaml` in the config directory (`ORCH_CONFIG_DIR`), merged in name order."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.data: dict[str, Any] = {}
+        for path in config_files():
+            self.data.update(_read_yaml(path))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def config_files() -> list[Path]:
+    directory = Path(os.environ.get("ORCH_CONFIG_DIR", DEFAULT_CONFIG_DIR))
+    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(content).__name__}")
+    return content
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into a `ConfigError` naming the file and field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    origins = {key: path for path in config_files() for key in _read_yaml(path)}
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        top = str(item["loc"][0]) if item["loc"] else message.split(".", 1)[0].split(":", 1)[0]
+        origin = origins.get(top)
+        where = f"{origin}: " if origin and f"ORCH_{top.upper()}" not in os.environ else ""
+        lines.append(f"{where}{location}: {message}" if location else f"{where}{message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, loaded once. Tests and the embedded runner call `get_settings.cache_clear()`."""
+    return load_settings()
