@@ -117,10 +117,16 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
 
     chosen, estimate, preprocess, budget = accepted[0]
     baseline = baseline_estimate(analysis, settings, output_tokens)
+    # Fallbacks beyond the configured chain must still beat the baseline, or "falling back" would cost more
+    # than not using the orchestrator at all.
+    chain = set(constraints.preferred_models) | set(settings.execution[analysis.tier].models)
+    fallbacks = [
+        name for name, fallback, *_ in accepted[1:] if name in chain or fallback.cost_usd < baseline.cost_usd
+    ][: settings.max_fallbacks]
     return Plan(
         model=chosen,
         provider=catalog[chosen].provider,
-        fallbacks=[name for name, *_ in accepted[1:]],
+        fallbacks=fallbacks,
         reason=_reason(chosen, analysis, constraints, rejected),
         tier=analysis.tier,
         max_output_tokens=min(max_output, catalog[chosen].max_output_tokens),

@@ -106,10 +106,12 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, gt=0, lt=65536)
     worker_concurrency: int = Field(32, gt=0)
+    visibility_timeout_seconds: int = Field(3600, gt=0)
 
     models: dict[str, ModelSpec] = {}
     execution: dict[Tier, TierChain] = {}
     baseline_model: str = ""
+    max_fallbacks: int = Field(4, ge=0)
     providers: dict[str, ProviderConfig] = {}
     document_processing: DocumentProcessing = DocumentProcessing()
 

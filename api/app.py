@@ -1,0 +1,159 @@
+"""The HTTP API: submit and poll jobs, orchestrate synchronously, analyse, health.
+
+Every error a caller can cause or meet is an HTTP status with a message: 422 for a request no model can satisfy,
+503 while Redis is unreachable or no provider is configured, 404 for an unknown job. Never a traceback.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+import redis
+from celery import Celery
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.submission import JobRequest, NoProviderConfigured, Proposal, propose, submit
+from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.routing import PlanningError
+from shared.settings import Settings, get_settings
+from shared.store import StoreUnavailable
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    queue: str
+    model: str
+    estimated_cost_usd: float
+    baseline_cost_usd: float
+    poll: str
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobAccepted:
+        return cls(
+            id=record.id,
+            status=record.status,
+            queue=record.queue,
+            model=record.plan.model,
+            estimated_cost_usd=record.plan.estimated_cost_usd,
+            baseline_cost_usd=record.plan.baseline.cost_usd,
+            poll=f"/v1/jobs/{record.id}",
+        )
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+def create_app(settings: Settings | None = None, celery: Celery | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if celery is None:
+        from workers.celery_app import app as celery
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # Sync endpoints and waits run in worker threads; the default 40 would cap concurrent waits.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 256
+        yield
+
+    app = FastAPI(
+        title="Dynamic Orchestrator",
+        version="0.1.0",
+        summary="Cheapest capable model per request, on a task queue, with the savings accounted.",
+        lifespan=lifespan,
+    )
+
+    def get_store() -> JobStore:
+        return JobStore(settings)
+
+    Store = Annotated[JobStore, Depends(get_store)]
+
+    @app.exception_handler(PlanningError)
+    async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "rejected": error.reasons}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(NoProviderConfigured)
+    async def no_provider(_: Request, error: NoProviderConfigured) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the job store (Redis) is unavailable, retry shortly: {error}"},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "2"},
+        )
+
+    @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
+    def create_job(body: JobRequest, store: Store) -> JobAccepted:
+        """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
+        return JobAccepted.of(submit(body, settings, store, celery))
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
+    def get_job(job_id: str, store: Store) -> JobRecord:
+        record = store.get(job_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (unknown or expired)")
+        return record
+
+    @app.post(
+        "/v1/orchestrate",
+        response_model=JobRecord,
+        responses={202: {"model": JobAccepted, "description": "Still running after `wait` seconds: poll it."}},
+        tags=["jobs"],
+    )
+    def orchestrate(
+        body: JobRequest,
+        store: Store,
+        wait: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait for the result.")] = None,
+    ) -> Any:
+        """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
+        record = submit(body, settings, store, celery)
+        timeout = settings.orchestrate_wait_seconds if wait is None else wait
+        finished = store.wait(record.id, timeout) or record
+        if not finished.status.terminal:
+            return JSONResponse(JobAccepted.of(finished).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
+        return finished
+
+    @app.post("/v1/analyze", response_model=Proposal, tags=["analysis"])
+    def analyze_request(body: JobRequest) -> Proposal:
+        """Intent, complexity, tokens and the plan (model, fallbacks, estimated and baseline cost); runs nothing."""
+        return propose(body, settings, require_keys=False)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    async def readyz() -> Any:
+        """Redis (job store) and the broker answer."""
+        checks = await run_in_threadpool(_readiness, settings, celery)
+        ready = all(value == "ok" for value in checks.values())
+        body = Health(status="ready" if ready else "not ready", checks=checks).model_dump()
+        return JSONResponse(body, status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    return app
+
+
+def _readiness(settings: Settings, celery: Celery) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        JobStore(settings).redis.ping()
+        checks["redis"] = "ok"
+    except (redis.RedisError, StoreUnavailable) as error:
+        checks["redis"] = f"unreachable: {error}"
+    try:
+        with celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = "ok"
+    except Exception as error:  # kombu raises transport-specific errors
+        checks["broker"] = f"unreachable: {error}"
+    return checks

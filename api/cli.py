@@ -1,0 +1,271 @@
+"""The `orchestrator` command: analyse, run, serve, worker.
+
+With no `ORCH_REDIS_URL`, `run` and `serve` start the embedded Valkey server and an in-process worker, so one
+command shows the whole path (plan, queue, worker, provider, result) on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shared.settings import ConfigError, Settings, get_settings
+
+console = Console(stderr=False, highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        errors.print(f"[red]configuration error[/red]: {error}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description="Cheapest capable LLM per request.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def request_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--context", type=json.loads, default={}, help="context as a JSON object")
+        command.add_argument("--model", dest="preferred_models", action="append", default=[],
+                             help="preferred model (repeatable)")
+        command.add_argument("--max-cost", type=float, help="maximum estimated cost in USD")
+        command.add_argument("--max-tokens", type=int, help="maximum output tokens")
+
+    analyze = commands.add_parser("analyze", help="show intent, complexity, tokens and the plan; runs nothing")
+    analyze.add_argument("text", nargs="?", help="the request")
+    analyze.add_argument("--jsonl", type=Path, help='file of {"request": ...} lines; one JSON line out per line')
+    analyze.add_argument("--json", action="store_true", help="print JSON")
+    request_options(analyze)
+    analyze.set_defaults(handler=_analyze)
+
+    run = commands.add_parser("run", help="run one request through the queue and print the result")
+    run.add_argument("text")
+    run.add_argument("--json", action="store_true", help="print the job record as JSON")
+    run.add_argument("--timeout", type=float, default=300, help="seconds to wait for the result")
+    request_options(run)
+    run.set_defaults(handler=_run)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (embedded Redis and worker when none configured)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
+    worker.add_argument("--queues", default="llm.simple,llm.moderate,llm.complex",
+                        help="comma-separated queues (llm.simple, llm.moderate, llm.complex, preprocess)")
+    worker.add_argument("--pool", default="threads", choices=["threads", "gevent", "prefork", "solo"])
+    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(handler=_worker)
+    return parser
+
+
+def _job_request(args: argparse.Namespace, text: str) -> Any:
+    from api.submission import JobRequest
+
+    return JobRequest(
+        request=text,
+        context=args.context,
+        options={"preferred_models": args.preferred_models, "max_cost": args.max_cost, "max_tokens": args.max_tokens},
+    )
+
+
+def _summary(proposal: Any) -> dict[str, Any]:
+    analysis, plan = proposal.analysis, proposal.plan
+    return {
+        "intent": analysis.intent,
+        "tier": analysis.tier,
+        "complexity_score": analysis.complexity_score,
+        "model": plan.model,
+        "fallbacks": plan.fallbacks,
+        "estimated_tokens": plan.estimated_input_tokens + plan.estimated_output_tokens,
+        "estimated_cost_usd": plan.estimated_cost_usd,
+        "baseline_model": plan.baseline.model,
+        "baseline_tokens": plan.baseline.input_tokens + plan.baseline.output_tokens,
+        "baseline_cost_usd": plan.baseline.cost_usd,
+        "preprocess": plan.preprocess,
+        "reason": plan.reason,
+    }
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from api.submission import JobRequest, PlanningError, propose
+
+    settings = get_settings()
+    if args.jsonl:
+        failures = 0
+        for number, line in enumerate(args.jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                proposal = propose(JobRequest.model_validate_json(line), settings, require_keys=False)
+                out: dict[str, Any] = {"line": number, **_summary(proposal)}
+            except (ValidationError, PlanningError) as error:
+                failures += 1
+                out = {"line": number, "error": _error_text(error)}
+            print(json.dumps(out, default=str))
+        return 1 if failures else 0
+    if not args.text:
+        errors.print("give the request text, or --jsonl FILE")
+        return 2
+    try:
+        proposal = propose(_job_request(args, args.text), settings, require_keys=False)
+    except (ValidationError, PlanningError) as error:
+        errors.print(f"[red]cannot plan[/red]: {_error_text(error)}")
+        return 1
+    if args.json:
+        print(json.dumps({**_summary(proposal), **proposal.model_dump(mode="json")}, indent=2))
+    else:
+        _print_proposal(proposal)
+    return 0
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in error.errors())
+    return str(error)
+
+
+def _print_proposal(proposal: Any) -> None:
+    summary = _summary(proposal)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    tokens = proposal.analysis.tokens
+    rows = [
+        ("intent", f"{summary['intent']}"),
+        ("complexity", f"{summary['tier']} (score {summary['complexity_score']:.2f})"),
+        ("tokens", f"request {tokens.request}, context {tokens.context}, document {tokens.document}"),
+        ("model", f"{summary['model']}  ({summary['reason']})"),
+        ("fallbacks", ", ".join(summary["fallbacks"]) or "-"),
+        ("estimate", f"{summary['estimated_tokens']:,} tokens, ${summary['estimated_cost_usd']:.6f}"),
+        ("baseline", f"{summary['baseline_model']}: {summary['baseline_tokens']:,} tokens, "
+                     f"${summary['baseline_cost_usd']:.6f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@contextmanager
+def _runtime(settings: Settings, worker_threads: int | None) -> Iterator[Settings]:
+    """Redis and workers for this process: the configured ones, or the embedded server and in-process worker."""
+    with ExitStack() as stack:
+        embedded = not settings.redis_url
+        if embedded:
+            from shared.embedded import start_embedded_redis
+
+            url, server = start_embedded_redis(settings)
+            if server is not None:
+                stack.callback(server.stop)
+            os.environ["ORCH_REDIS_URL"] = url
+            get_settings.cache_clear()
+            settings = get_settings()
+            from workers.celery_app import app, celery_config
+
+            app.conf.update(celery_config(settings))
+            errors.print(f"[dim]embedded Redis at {url} (data in {settings.resolved_data_dir})[/dim]")
+        if embedded and worker_threads:
+            from workers.embedded import in_process_worker
+
+            stack.enter_context(in_process_worker(concurrency=worker_threads))
+        yield settings
+
+
+def _run(args: argparse.Namespace) -> int:
+    from api.submission import PlanningError, propose, submit
+    from shared.jobs import JobStore
+
+    settings = get_settings()
+    body = _job_request(args, args.text)
+    try:
+        proposal = propose(body, settings, require_keys=False)
+    except PlanningError as error:
+        errors.print(f"[red]cannot plan[/red]: {error}")
+        return 1
+    if not args.json:
+        _print_proposal(proposal)
+    if not settings.usable_providers():
+        errors.print(f"\n[yellow]No provider key is configured, so nothing was sent.[/yellow] To run it, "
+                     f"{settings.key_variables_hint()}.")
+        return 2
+    with _runtime(settings, worker_threads=4) as settings:
+        from workers.celery_app import app
+
+        store = JobStore(settings)
+        try:
+            record = submit(body, settings, store, app)
+        except PlanningError as error:
+            errors.print(f"[red]cannot plan[/red]: {error}")
+            return 1
+        finished = store.wait(record.id, args.timeout)
+    if finished is None or not finished.status.terminal:
+        errors.print(f"job {record.id} still {finished.status if finished else 'unknown'} after {args.timeout:.0f}s;"
+                     " is a worker running for its queue?")
+        return 1
+    if args.json:
+        print(finished.model_dump_json(indent=2))
+    else:
+        _print_outcome(finished)
+    return 0 if finished.status == "succeeded" else 1
+
+
+def _print_outcome(record: Any) -> None:
+    if record.status != "succeeded":
+        console.print(f"\n[red]{record.status}[/red]: {record.error}")
+        return
+    console.print(f"\n{record.result}\n")
+    usage = record.usage
+    console.print(
+        f"[dim]{record.model_used} · {usage.input_tokens:,} in / {usage.output_tokens:,} out · "
+        f"${record.cost_usd:.6f} vs ${record.baseline_cost_usd:.6f} baseline · saved {record.savings_pct:.1f}% · "
+        f"{record.duration_ms:.0f} ms[/dim]"
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.redis_url:
+        errors.print("a separate worker needs a shared Redis: set ORCH_REDIS_URL (the embedded mode runs its "
+                     "workers inside `orchestrator serve`)")
+        return 2
+    from workers.celery_app import app
+
+    concurrency = args.concurrency or (settings.worker_concurrency if args.pool in ("threads", "gevent") else None)
+    argv = ["worker", "--queues", args.queues, "--pool", args.pool, "--loglevel", args.loglevel, "-E"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    app.worker_main(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

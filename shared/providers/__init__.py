@@ -1,0 +1,42 @@
+"""Provider adapters, one module per SDK; `provider_for` builds (and reuses) the client for a catalog provider."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
+from shared.settings import Settings
+
+__all__ = ["Completion", "Message", "Provider", "ProviderError", "ProviderRequest", "provider_for"]
+
+#: adapter name -> "module:Class". Adding a provider is adding its module here and an entry in the catalog.
+ADAPTERS = {
+    "openai": "shared.providers.openai_provider:OpenAIProvider",
+    "anthropic": "shared.providers.anthropic_provider:AnthropicProvider",
+    "google": "shared.providers.google_provider:GoogleProvider",
+}
+
+
+class MissingProviderKey(ProviderError):
+    pass
+
+
+@functools.lru_cache(maxsize=32)
+def _build(adapter: str, name: str, api_key: str, base_url: str | None) -> Provider:
+    module, _, cls = ADAPTERS[adapter].partition(":")
+    return getattr(importlib.import_module(module), cls)(name=name, api_key=api_key, base_url=base_url)
+
+
+def provider_for(name: str, settings: Settings) -> Provider:
+    """The adapter for a provider account. SDK clients hold connection pools, so one is kept per account."""
+    config = settings.providers[name]
+    api_key = settings.provider_api_key(name)
+    if not api_key:
+        if config.api_key_required:
+            raise MissingProviderKey(
+                f"no API key for provider {name}: {settings.key_variables_hint()}",
+                provider=name, model="", kind="auth",
+            )
+        api_key = "not-needed"
+    return _build(config.adapter, name, api_key, settings.provider_base_url(name))

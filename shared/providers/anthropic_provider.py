@@ -1,0 +1,129 @@
+"""Anthropic Messages API adapter (system prompt in the top-level `system` parameter, not in `messages`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+
+from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.errors import redact, status_error, transport_error
+from shared.tokens import count_tokens
+
+# An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
+_STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+class AnthropicProvider:
+    """One Anthropic account. The SDK client is built once, with its own retries off."""
+
+    def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
+        self.name = name
+        self._api_key = api_key
+        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
+
+    def complete(self, request: ProviderRequest) -> Completion:
+        params = self._params(request)
+        try:
+            message = self._client.messages.create(**params)
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = getattr(message, "usage", None)  # the SDK does not validate, so a missing field is simply absent
+        return self._completion(
+            request,
+            text,
+            message.stop_reason,
+            getattr(usage, "input_tokens", None),
+            getattr(usage, "output_tokens", None),
+        )
+
+    def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
+        parts: list[str] = []
+        stop_reason: str | None = None
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        params = self._params(request)
+        try:
+            events = self._client.messages.create(**params, stream=True)
+            with events:
+                for event in events:
+                    if event.type == "message_start":
+                        input_tokens = getattr(getattr(event.message, "usage", None), "input_tokens", None)
+                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        parts.append(event.delta.text)
+                        yield event.delta.text
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason or stop_reason
+                        usage = getattr(event, "usage", None)  # cumulative counts for the whole message
+                        if getattr(usage, "output_tokens", None) is not None:
+                            output_tokens = usage.output_tokens
+                        if getattr(usage, "input_tokens", None) is not None:
+                            input_tokens = usage.input_tokens
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        yield self._completion(request, "".join(parts), stop_reason, input_tokens, output_tokens)
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "timeout": request.timeout_s,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            # anthropic 2.x dropped `temperature` from the typed signature; the API still accepts it.
+            params["extra_body"] = {"temperature": request.temperature}
+        return params
+
+    def _completion(
+        self,
+        request: ProviderRequest,
+        text: str,
+        stop_reason: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> Completion:
+        reported = input_tokens is not None and output_tokens is not None
+        if input_tokens is None or output_tokens is None:  # (spelled out for the type checker)
+            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
+            input_tokens, output_tokens = count_tokens(prompt), count_tokens(text)
+        return Completion(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=request.model,
+            finish_reason=stop_reason,
+            usage_reported=reported,
+        )
+
+    def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
+        """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""
+        where = {"provider": self.name, "model": request.model}
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderError("request timed out", retryable=True, kind="timeout", **where)
+        if isinstance(exc, anthropic.APIConnectionError):
+            cause = transport_error(exc.__cause__, **where) if exc.__cause__ else None
+            return cause or ProviderError("connection failed", retryable=True, kind="connection", **where)
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status < 400:  # an `error` event inside a streamed 200 response
+                status = _STREAM_ERROR_STATUS.get(exc.type or "", 500)
+            message = redact(exc.api_message or exc.message, self._api_key)
+            return status_error(status, message, headers=exc.response.headers, **where)
+        # A raw httpx error: the SDK does not wrap failures while a streamed body is being read.
+        return transport_error(exc, **where) or ProviderError(
+            redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
+        )

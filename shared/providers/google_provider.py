@@ -1,0 +1,117 @@
+"""Gemini Developer API adapter through google-genai (`models.generate_content` / `generate_content_stream`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from google import genai
+from google.genai import errors, types
+
+from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.errors import redact, status_error, transport_error
+from shared.tokens import count_tokens
+
+
+class GoogleProvider:
+    """One Gemini API key. The SDK client is built once and kept: dropping a `genai.Client` closes its HTTP pool."""
+
+    def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
+        self.name = name
+        self._api_key = api_key
+        self._client = genai.Client(
+            api_key=api_key,
+            vertexai=False,  # never let GOOGLE_GENAI_USE_VERTEXAI switch the endpoint under us
+            http_options=types.HttpOptions(
+                base_url=base_url,
+                # google-genai 3.x defaults to "v1"; v1beta is where the Gemini API ships features first.
+                api_version="v1beta",
+                retry_options=types.HttpRetryOptions(attempts=1),  # one attempt: retries live above the adapter
+            ),
+        )
+
+    def complete(self, request: ProviderRequest) -> Completion:
+        contents, config = self._params(request)
+        try:
+            response = self._client.models.generate_content(model=request.model, contents=contents, config=config)
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        text, finish_reason = _text_and_finish(response)
+        usage = response.usage_metadata
+        return self._completion(request, text, finish_reason, usage)
+
+    def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
+        parts: list[str] = []
+        finish_reason: str | None = None
+        usage: Any = None
+        contents, config = self._params(request)
+        try:
+            for chunk in self._client.models.generate_content_stream(
+                model=request.model, contents=contents, config=config
+            ):
+                text, chunk_finish = _text_and_finish(chunk)
+                if text:
+                    parts.append(text)
+                    yield text
+                finish_reason = chunk_finish or finish_reason
+                if chunk.usage_metadata is not None:  # cumulative; the last chunk's is the total
+                    usage = chunk.usage_metadata
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        yield self._completion(request, "".join(parts), finish_reason, usage)
+
+    def _params(self, request: ProviderRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        contents = [
+            types.Content(role="user" if m.role == "user" else "model", parts=[types.Part(text=m.content)])
+            for m in request.messages
+        ]
+        config = types.GenerateContentConfig(
+            system_instruction=request.system or None,
+            max_output_tokens=request.max_tokens,
+            temperature=request.temperature,
+            automatic_continuation=False,  # one call = one HTTP request, so the layer above counts attempts right
+            # Per-call timeout; HttpOptions wants whole milliseconds.
+            http_options=types.HttpOptions(timeout=max(1, round(request.timeout_s * 1000))),
+        )
+        return contents, config
+
+    def _completion(self, request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+        prompt_tokens = getattr(usage, "prompt_token_count", None)
+        if prompt_tokens is not None:
+            # Thinking tokens are billed as output but reported apart from the answer's own tokens.
+            output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+            input_tokens, reported = prompt_tokens, True
+        else:
+            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
+            input_tokens, output_tokens, reported = count_tokens(prompt), count_tokens(text), False
+        return Completion(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=request.model,
+            finish_reason=finish_reason,
+            usage_reported=reported,
+        )
+
+    def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
+        """google-genai wraps only HTTP errors (`APIError`); timeouts and refused connections surface as the raw
+        httpx2 (or httpx, per GOOGLE_GENAI_HTTP_CLIENT) exceptions."""
+        where = {"provider": self.name, "model": request.model}
+        if isinstance(exc, errors.APIError):
+            message = redact(str(exc.message or exc.status or exc), self._api_key)
+            headers = getattr(exc.response, "headers", None)
+            return status_error(exc.code, message, headers=headers, **where)
+        return transport_error(exc, **where) or ProviderError(
+            redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
+        )
+
+
+def _text_and_finish(response: types.GenerateContentResponse) -> tuple[str, str | None]:
+    """The answer text of the first candidate (thought parts excluded) and its finish reason."""
+    if not response.candidates:
+        return "", None
+    candidate = response.candidates[0]
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(part.text for part in parts if part.text and not part.thought)
+    reason = candidate.finish_reason
+    return text, (str(getattr(reason, "value", reason)) if reason is not None else None)

@@ -1,0 +1,105 @@
+"""OpenAI chat.completions adapter; also serves OpenAI-compatible servers (Ollama, vLLM, gateways) by `base_url`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+
+from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.errors import redact, status_error, transport_error
+from shared.tokens import count_tokens
+
+# The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
+_NO_KEY = "no-key"
+
+
+class OpenAIProvider:
+    """One OpenAI-compatible account. The SDK client is built once, with its own retries off."""
+
+    def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
+        self.name = name
+        self._api_key = api_key
+        self._client = openai.OpenAI(api_key=api_key or _NO_KEY, base_url=base_url, max_retries=0)
+        # OpenAI's own API rejects `max_tokens` for reasoning models; compatible servers know only `max_tokens`.
+        self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
+
+    def complete(self, request: ProviderRequest) -> Completion:
+        params = self._params(request)
+        try:
+            response = self._client.chat.completions.create(**params)
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content if choice else None) or ""
+        return self._completion(request, text, choice.finish_reason if choice else None, response.usage)
+
+    def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
+        parts: list[str] = []
+        finish_reason: str | None = None
+        usage: Any = None
+        params = self._params(request)
+        try:
+            chunks = self._client.chat.completions.create(
+                **params, stream=True, stream_options={"include_usage": True}
+            )
+            with chunks:
+                for chunk in chunks:
+                    if chunk.usage is not None:  # the final chunk (choices == []) when the server honours include_usage
+                        usage = chunk.usage
+                    for choice in chunk.choices:
+                        if choice.delta is not None and choice.delta.content:
+                            parts.append(choice.delta.content)
+                            yield choice.delta.content
+                        finish_reason = choice.finish_reason or finish_reason
+        except Exception as exc:
+            raise self._error(exc, request) from exc
+        yield self._completion(request, "".join(parts), finish_reason, usage)
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        messages: list[dict[str, str]] = [{"role": "system", "content": request.system}] if request.system else []
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            self._max_tokens_param: request.max_tokens,
+            "timeout": request.timeout_s,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    def _completion(self, request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+        if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
+            input_tokens, output_tokens, reported = usage.prompt_tokens, usage.completion_tokens, True
+        else:  # e.g. an OpenAI-compatible server that reports no usage
+            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
+            input_tokens, output_tokens, reported = count_tokens(prompt), count_tokens(text), False
+        return Completion(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=request.model,
+            finish_reason=finish_reason,
+            usage_reported=reported,
+        )
+
+    def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
+        """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""
+        where = {"provider": self.name, "model": request.model}
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError("request timed out", retryable=True, kind="timeout", **where)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = transport_error(exc.__cause__, **where) if exc.__cause__ else None
+            return cause or ProviderError("connection failed", retryable=True, kind="connection", **where)
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+            return status_error(
+                exc.status_code, redact(message, self._api_key), headers=exc.response.headers, **where
+            )
+        # A raw httpx error escaping a stream, or anything else (e.g. an `error` event in the middle of a stream).
+        return transport_error(exc, **where) or ProviderError(
+            redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
+        )

@@ -1,0 +1,31 @@
+"""The Redis connection every component shares: one pool per URL per process, keys under one prefix."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+
+from shared.settings import Settings
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached; the front ends answer 503 and retry on the next request."""
+
+
+@functools.lru_cache(maxsize=8)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, socket_connect_timeout=2)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    if not settings.redis_url:
+        raise StoreUnavailable(
+            "no Redis configured: set ORCH_REDIS_URL, or start through `orchestrator serve` / `orchestrator run`, "
+            "which start the embedded server"
+        )
+    return _client(settings.redis_url)
+
+
+def key(settings: Settings, *parts: str) -> str:
+    return settings.redis_prefix + ":".join(parts)

@@ -1,0 +1,46 @@
+"""The Celery app: queues per complexity tier plus `preprocess`, JSON only, late acks, expiring results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings, Tier, get_settings
+
+LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
+PREPROCESS_QUEUE = "preprocess"
+ALL_QUEUES = (*LLM_QUEUES, PREPROCESS_QUEUE)
+EXECUTE_TASK = "orchestrator.execute"
+
+
+def queue_for(tier: Tier | str) -> str:
+    return f"llm.{tier}"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_default_queue": queue_for(Tier.moderate),
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "result_expires": settings.job_ttl_seconds,
+        # An unacked message comes back after this long: it must exceed the longest task.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+app = Celery("orchestrator", include=["workers.tasks"])
+app.conf.update(celery_config(get_settings()))
