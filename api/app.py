@@ -51,6 +51,13 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
+def get_store(request: Request) -> JobStore:
+    return JobStore(request.app.state.settings)
+
+
+Store = Annotated[JobStore, Depends(get_store)]
+
+
 def create_app(settings: Settings | None = None, celery: Celery | None = None) -> FastAPI:
     settings = settings or get_settings()
     if celery is None:
@@ -69,10 +76,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         lifespan=lifespan,
     )
 
-    def get_store() -> JobStore:
-        return JobStore(settings)
-
-    Store = Annotated[JobStore, Depends(get_store)]
+    app.state.settings = settings
 
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:
