@@ -1,0 +1,61 @@
+"""The Procfile's processes, started by honcho as an operator would, serve a job end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.integration.conftest import poll
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provider_env, tmp_path):
+    api_port, flower_port = _free_port(), _free_port()
+    env = {**os.environ, "PORT": str(api_port), "FLOWER_PORT": str(flower_port), "ORCH_WORKER_CONCURRENCY": "4",
+           "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    log = tmp_path / "honcho.log"
+    honcho = subprocess.Popen(["honcho", "start", "-f", str(ROOT / "Procfile")], cwd=ROOT, env=env,
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200 and b"ready." in log.read_bytes():
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            job = client.post("/v1/jobs", json={"request": "What is the capital of France?"}).json()
+            record = poll(client, job["id"], timeout=30)
+            assert record["status"] == "succeeded", log.read_text()[-3000:]
+            assert record["model_used"] == "gemini-2.0-flash"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        os.killpg(honcho.pid, signal.SIGTERM)
+        try:
+            honcho.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
