@@ -1,0 +1,74 @@
+"""The `orchestrator` command as a user runs it: a real process, the embedded Valkey, the in-process worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def orchestrator(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "ORCH_REDIS_URL"}
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env={**environment, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_in_embedded_mode_goes_through_queue_worker_and_provider(provider_env, wire_servers, tmp_path):
+    done = orchestrator("run", "What is the capital of France?", "--json",
+                        env={"ORCH_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["status"] == "succeeded"
+    assert record["model_used"] == "gemini-2.0-flash"
+    assert record["result"] == "[gemini-2.0-flash] What is the capital of France?"
+    assert record["cost_usd"] > 0 and record["savings_pct"] > 90
+    assert "embedded Redis at redis://127.0.0.1:" in done.stderr
+    assert (tmp_path / "valkey" / "appendonly.aof").exists() or (tmp_path / "valkey" / "appendonlydir").exists()
+    assert len(wire_servers["google"].requests) == 1
+
+
+def test_run_without_a_key_prints_the_plan_and_names_the_variables(tmp_path):
+    done = orchestrator("run", "Restart the nginx service on staging", env={"ORCH_DATA_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert "manage" in done.stdout and "gemini-2.0-flash" in done.stdout and "baseline" in done.stdout
+    message = " ".join(done.stderr.split())
+    assert "No provider key is configured" in message
+    for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "OPENAI_BASE_URL"):
+        assert variable in message
+
+
+def test_analyze_json_and_jsonl(tmp_path):
+    done = orchestrator("analyze", "--json", "Find all occurrences of TODO in the repository")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert (out["intent"], out["tier"], out["model"]) == ("search", "simple", "gemini-2.0-flash")
+    assert out["baseline_cost_usd"] > out["estimated_cost_usd"] > 0
+    assert out["analysis"]["features"]["request_tokens"] == out["analysis"]["tokens"]["request"]
+
+    lines = tmp_path / "requests.jsonl"
+    lines.write_text(
+        '{"request": "What is 2+2?"}\n'
+        "not json\n"
+        '{"request": "Deploy the app", "options": {"preferred_models": ["gpt-4o"]}}\n'
+    )
+    done = orchestrator("analyze", "--jsonl", str(lines))
+    assert done.returncode == 1  # one bad line
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["line"] for row in rows] == [1, 2, 3]
+    assert rows[0]["intent"] == "read" and rows[0]["tier"] == "simple"
+    assert "Invalid JSON" in rows[1]["error"]
+    assert rows[2]["model"] == "gpt-4o" and rows[2]["intent"] == "manage"
+    for row in (rows[0], rows[2]):
+        assert {"intent", "tier", "model", "estimated_cost_usd", "baseline_cost_usd"} <= row.keys()
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    (tmp_path / "models.yaml").write_text("models: [1, 2]\n")
+    done = orchestrator("analyze", "hi", env={"ORCH_CONFIG_DIR": str(tmp_path)})
+    assert done.returncode == 2
+    assert "configuration error" in done.stderr and "models.yaml: models" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
