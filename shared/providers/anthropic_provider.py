@@ -7,9 +7,8 @@ from typing import Any
 
 import anthropic
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
 from shared.providers.errors import redact, status_error, transport_error
-from shared.tokens import count_tokens
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
 _STREAM_ERROR_STATUS = {
@@ -97,9 +96,8 @@ class AnthropicProvider:
         output_tokens: int | None,
     ) -> Completion:
         reported = input_tokens is not None and output_tokens is not None
-        if input_tokens is None or output_tokens is None:  # (spelled out for the type checker)
-            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
-            input_tokens, output_tokens = count_tokens(prompt), count_tokens(text)
+        if input_tokens is None or output_tokens is None:
+            input_tokens, output_tokens = local_usage(request, text)
         return Completion(
             text=text,
             input_tokens=input_tokens,

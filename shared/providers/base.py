@@ -12,6 +12,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from shared.tokens import count_tokens
+
 
 class Message(BaseModel):
     role: Literal["user", "assistant"]
@@ -38,6 +40,12 @@ class Completion(BaseModel):
     usage_reported: bool = Field(
         True, description="False when the provider gave no usage and the counts are local estimates."
     )
+
+
+def local_usage(request: ProviderRequest, text: str) -> tuple[int, int]:
+    """Input and output tokens counted here, for a provider that reports no usage."""
+    prompt = "\n".join([request.system, *(message.content for message in request.messages)])
+    return count_tokens(prompt), count_tokens(text)
 
 
 class ProviderError(Exception):

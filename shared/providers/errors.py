@@ -95,16 +95,11 @@ def status_error(
 
 def transport_error(exc: BaseException, *, provider: str, model: str) -> ProviderError | None:
     """A raw httpx/httpx2 timeout or connection failure as a retryable `ProviderError`; None for anything else."""
+    detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TIMEOUT_ERRORS):
-        return ProviderError(
-            f"request timed out ({type(exc).__name__}: {exc})", provider=provider, model=model, retryable=True, kind="timeout"
-        )
+        return ProviderError(f"request timed out ({detail})", provider=provider, model=model, retryable=True,
+                             kind="timeout")
     if isinstance(exc, TRANSPORT_ERRORS):
-        return ProviderError(
-            f"connection failed ({type(exc).__name__}: {exc})",
-            provider=provider,
-            model=model,
-            retryable=True,
-            kind="connection",
-        )
+        return ProviderError(f"connection failed ({detail})", provider=provider, model=model, retryable=True,
+                             kind="connection")
     return None

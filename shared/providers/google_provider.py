@@ -8,9 +8,8 @@ from typing import Any
 from google import genai
 from google.genai import errors, types
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
 from shared.providers.errors import redact, status_error, transport_error
-from shared.tokens import count_tokens
 
 
 class GoogleProvider:
@@ -82,8 +81,7 @@ class GoogleProvider:
             output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
             input_tokens, reported = prompt_tokens, True
         else:
-            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
-            input_tokens, output_tokens, reported = count_tokens(prompt), count_tokens(text), False
+            (input_tokens, output_tokens), reported = local_usage(request, text), False
         return Completion(
             text=text,
             input_tokens=input_tokens,

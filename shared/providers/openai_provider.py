@@ -7,9 +7,8 @@ from typing import Any
 
 import openai
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest
+from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
 from shared.providers.errors import redact, status_error, transport_error
-from shared.tokens import count_tokens
 
 # The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
 _NO_KEY = "no-key"
@@ -23,7 +22,9 @@ class OpenAIProvider:
         self._api_key = api_key
         self._client = openai.OpenAI(api_key=api_key or _NO_KEY, base_url=base_url, max_retries=0)
         # OpenAI's own API rejects `max_tokens` for reasoning models; compatible servers know only `max_tokens`.
-        self._max_tokens_param = "max_completion_tokens" if base_url is None else "max_tokens"
+        # Judged on the URL the SDK resolved, which may come from OPENAI_BASE_URL.
+        official = self._client.base_url.host == "api.openai.com"
+        self._max_tokens_param = "max_completion_tokens" if official else "max_tokens"
 
     def complete(self, request: ProviderRequest) -> Completion:
         params = self._params(request)
@@ -74,8 +75,7 @@ class OpenAIProvider:
         if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
             input_tokens, output_tokens, reported = usage.prompt_tokens, usage.completion_tokens, True
         else:  # e.g. an OpenAI-compatible server that reports no usage
-            prompt = "\n".join([request.system, *(m.content for m in request.messages)])
-            input_tokens, output_tokens, reported = count_tokens(prompt), count_tokens(text), False
+            (input_tokens, output_tokens), reported = local_usage(request, text), False
         return Completion(
             text=text,
             input_tokens=input_tokens,

@@ -1,0 +1,325 @@
+"""The three provider adapters, through their real SDKs, against local servers that speak each wire format.
+
+Nothing is mocked: the SDK builds and sends real HTTP requests, parses real JSON/SSE answers and raises its own
+exceptions, and the adapters must turn all of that into `Completion`s and classified `ProviderError`s.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from shared.providers.anthropic_provider import AnthropicProvider
+from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
+from shared.providers.google_provider import GoogleProvider
+from shared.providers.openai_provider import OpenAIProvider
+from shared.tokens import count_tokens
+from tests.wire.servers import AnthropicWireServer, Fail, GeminiWireServer, OpenAIWireServer, Reply, WireServer
+
+API_KEY = "sk-test-5ecr3t-k3y-0123456789"
+SYSTEM = "You are terse."
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "google": "gemini-2.0-flash"}
+STOP = {"openai": "stop", "anthropic": "end_turn", "google": "STOP"}
+CASES: dict[str, tuple[type[WireServer], type[Any]]] = {
+    "openai": (OpenAIWireServer, OpenAIProvider),
+    "anthropic": (AnthropicWireServer, AnthropicProvider),
+    "google": (GeminiWireServer, GoogleProvider),
+}
+
+
+@dataclass
+class Wire:
+    kind: str
+    server: WireServer
+    provider: Provider
+
+    @property
+    def model(self) -> str:
+        return MODELS[self.kind]
+
+    def request(self, **overrides: Any) -> ProviderRequest:
+        fields: dict[str, Any] = {
+            "model": self.model,
+            "system": SYSTEM,
+            "messages": [
+                Message(role="user", content="What is two plus two?"),
+                Message(role="assistant", content="Four."),
+                Message(role="user", content="And three plus three?"),
+            ],
+            "max_tokens": 123,
+            "temperature": 0.25,
+            "timeout_s": 5.0,
+        }
+        return ProviderRequest(**{**fields, **overrides})
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def _running(request: pytest.FixtureRequest) -> Iterator[Wire]:
+    server_cls, provider_cls = CASES[request.param]
+    with server_cls() as server:
+        yield Wire(request.param, server, provider_cls(f"test-{request.param}", API_KEY, server.url))
+
+
+@pytest.fixture
+def wire(_running: Wire) -> Wire:
+    _running.server.reset()
+    return _running
+
+
+def _fail(wire: Wire, request: ProviderRequest | None = None, *, stream: bool = False) -> ProviderError:
+    request = request or wire.request()
+    with pytest.raises(ProviderError) as caught:
+        if stream:
+            list(wire.provider.stream(request))
+        else:
+            wire.provider.complete(request)
+    assert API_KEY not in str(caught.value)
+    assert caught.value.provider == f"test-{wire.kind}" and caught.value.model == request.model
+    return caught.value
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# success ---------------------------------------------------------------------------------------------------------
+
+
+def test_complete_takes_usage_from_the_response(wire: Wire) -> None:
+    wire.server.push(Reply(text="Six, obviously.", input_tokens=41, output_tokens=7))
+    completion = wire.provider.complete(wire.request())
+    assert completion == Completion(
+        text="Six, obviously.",
+        input_tokens=41,
+        output_tokens=7,
+        model=wire.model,
+        finish_reason=STOP[wire.kind],
+        usage_reported=True,
+    )
+    assert len(wire.server.requests) == 1
+
+
+def test_default_reply_echoes_the_last_user_message_and_counts_words(wire: Wire) -> None:
+    completion = wire.provider.complete(wire.request())
+    assert completion.text == f"[{wire.model}] And three plus three?"
+    # words of system + all messages: 3 + 5 + 1 + 4; of the answer: 1 + 4
+    assert (completion.input_tokens, completion.output_tokens) == (13, 5)
+
+
+def test_request_on_the_wire(wire: Wire) -> None:
+    wire.provider.complete(wire.request())
+    [sent] = wire.server.requests
+    body = sent.body
+    assert sent.method == "POST" and sent.model == wire.model
+    if wire.kind == "openai":
+        assert sent.path == "/v1/chat/completions"
+        assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+        assert body["model"] == wire.model
+        assert body["messages"] == [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "What is two plus two?"},
+            {"role": "assistant", "content": "Four."},
+            {"role": "user", "content": "And three plus three?"},
+        ]
+        assert body["max_tokens"] == 123 and body["temperature"] == 0.25
+        assert "stream" not in body
+    elif wire.kind == "anthropic":
+        assert sent.path == "/v1/messages"
+        # anthropic 2.x sends the API key as a bearer token (1.x used x-api-key)
+        assert sent.headers["authorization"] == f"Bearer {API_KEY}"
+        assert "anthropic-version" in sent.headers
+        assert body["model"] == wire.model
+        assert body["system"] == SYSTEM
+        assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+        assert body["messages"][0]["content"] == "What is two plus two?"
+        assert body["max_tokens"] == 123 and body["temperature"] == 0.25
+    else:
+        assert sent.path == f"/v1beta/models/{wire.model}:generateContent"
+        assert sent.headers["x-goog-api-key"] == API_KEY
+        assert body["systemInstruction"]["parts"] == [{"text": SYSTEM}]
+        assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
+        assert body["contents"][2]["parts"] == [{"text": "And three plus three?"}]
+        assert body["generationConfig"] == {"maxOutputTokens": 123, "temperature": 0.25}
+
+
+def test_missing_usage_is_estimated_locally(wire: Wire) -> None:
+    wire.server.push(Reply(text="Six, as it happens.", usage=False))
+    completion = wire.provider.complete(wire.request())
+    assert completion.text == "Six, as it happens."
+    assert completion.usage_reported is False
+    assert completion.output_tokens == count_tokens("Six, as it happens.") > 0
+    assert completion.input_tokens > count_tokens(SYSTEM) > 0
+
+
+# streaming -------------------------------------------------------------------------------------------------------
+
+
+def test_stream_yields_deltas_in_order_then_one_completion(wire: Wire) -> None:
+    wire.server.push(Reply(text="alpha beta gamma delta", input_tokens=30, output_tokens=9))
+    items = list(wire.provider.stream(wire.request()))
+    assert items[:-1] == ["alpha ", "beta ", "gamma ", "delta"]
+    assert items[-1] == Completion(
+        text="alpha beta gamma delta",
+        input_tokens=30,
+        output_tokens=9,
+        model=wire.model,
+        finish_reason=STOP[wire.kind],
+        usage_reported=True,
+    )
+    [sent] = wire.server.requests
+    if wire.kind == "openai":
+        assert sent.body["stream"] is True and sent.body["stream_options"] == {"include_usage": True}
+    elif wire.kind == "anthropic":
+        assert sent.body["stream"] is True and sent.body["system"] == SYSTEM
+    else:
+        assert sent.path == f"/v1beta/models/{wire.model}:streamGenerateContent?alt=sse"
+
+
+def test_stream_without_usage_estimates(wire: Wire) -> None:
+    wire.server.push(Reply(text="one two three", usage=False))
+    items = list(wire.provider.stream(wire.request()))
+    final = items[-1]
+    assert isinstance(final, Completion) and sum(isinstance(i, Completion) for i in items) == 1
+    assert final.text == "one two three" and final.usage_reported is False
+    assert final.output_tokens == count_tokens("one two three") and final.input_tokens > 0
+
+
+# errors ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_rate_limit_is_retryable_with_retry_after_and_not_retried_by_the_sdk(wire: Wire, stream: bool) -> None:
+    wire.server.push(Fail(429, "Slow down there.", headers={"Retry-After": "2"}))
+    error = _fail(wire, stream=stream)
+    assert (error.kind, error.retryable, error.status, error.retry_after_s) == ("rate_limit", True, 429, 2.0)
+    assert len(wire.server.requests) == 1
+
+
+def test_retry_after_ms_and_http_date(wire: Wire) -> None:
+    wire.server.push(Fail(429, headers={"retry-after-ms": "1500"}))
+    assert _fail(wire).retry_after_s == 1.5
+    wire.server.push(Fail(429, headers={"Retry-After": formatdate(time.time() + 30, usegmt=True)}))
+    retry_after = _fail(wire).retry_after_s
+    assert retry_after is not None and 25 < retry_after <= 30
+    assert len(wire.server.requests) == 2
+
+
+def test_server_error_is_retryable_and_not_retried_by_the_sdk(wire: Wire) -> None:
+    wire.server.push(Fail(500, "Internal trouble."))
+    error = _fail(wire)
+    assert (error.kind, error.retryable, error.status) == ("server", True, 500)
+    assert len(wire.server.requests) == 1
+
+
+def test_bad_request_is_a_client_error_with_the_providers_message(wire: Wire) -> None:
+    wire.server.push(Fail(400, "max_tokens: must be at most 8192"))
+    error = _fail(wire)
+    assert (error.kind, error.retryable, error.status) == ("client", False, 400)
+    assert "max_tokens: must be at most 8192" in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (401, "auth", False),
+        (403, "auth", False),
+        (404, "client", False),
+        (422, "client", False),
+        (408, "timeout", True),
+        (502, "server", True),
+        (503, "server", True),
+        (529, "server", True),
+    ],
+)
+def test_status_classification(wire: Wire, status: int, kind: str, retryable: bool) -> None:
+    wire.server.push(Fail(status, f"status {status} from the wire"))
+    error = _fail(wire)
+    assert (error.status, error.kind, error.retryable) == (status, kind, retryable)
+    assert f"status {status} from the wire" in error.message
+    assert len(wire.server.requests) == 1
+
+
+def test_an_echoed_api_key_never_reaches_the_error(wire: Wire) -> None:
+    wire.server.push(Fail(401, f"Incorrect API key provided: {API_KEY}."))
+    error = _fail(wire)  # asserts the key is absent
+    assert error.kind == "auth" and "Incorrect API key provided" in error.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_a_reply_slower_than_timeout_s_times_out(wire: Wire, stream: bool) -> None:
+    wire.server.push(Reply(text="too late", delay_s=2.0))
+    started = time.monotonic()
+    error = _fail(wire, wire.request(timeout_s=0.5), stream=stream)
+    elapsed = time.monotonic() - started
+    assert (error.kind, error.retryable) == ("timeout", True)
+    assert 0.4 < elapsed < 1.5
+    assert len(wire.server.requests) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_a_closed_port_is_a_connection_error(_running: Wire, stream: bool) -> None:
+    kind = _running.kind
+    base = f"http://127.0.0.1:{_closed_port()}" + _running.server.api_prefix
+    dead = Wire(kind, _running.server, CASES[kind][1](f"test-{kind}", API_KEY, base))
+    started = time.monotonic()
+    error = _fail(dead, stream=stream)
+    assert (error.kind, error.retryable, error.status) == ("connection", True, None)
+    assert time.monotonic() - started < 1.0
+
+
+# the wire servers' scripting, which other test suites rely on ---------------------------------------------------
+
+
+def test_fifo_comes_before_the_per_model_behaviour_which_comes_before_the_default(wire: Wire) -> None:
+    wire.server.set_model(wire.model, Reply(text="pinned"))
+    wire.server.push(Reply(text="first"), Fail(503, "second"))
+    assert wire.provider.complete(wire.request()).text == "first"
+    assert _fail(wire).kind == "server"
+    assert wire.provider.complete(wire.request()).text == "pinned"
+    assert wire.provider.complete(wire.request(model="other-model")).text.startswith("[other-model] ")
+    wire.server.reset()
+    assert wire.server.requests == []
+    assert wire.provider.complete(wire.request()).text.startswith(f"[{wire.model}] ")
+
+
+def test_failure_rate_is_seeded(wire: Wire) -> None:
+    def outcomes() -> list[bool]:
+        wire.server.failure_rate(wire.model, 0.5, seed=11)
+        results = []
+        for _ in range(12):
+            try:
+                wire.provider.complete(wire.request())
+                results.append(True)
+            except ProviderError as error:
+                assert (error.status, error.kind) == (500, "server")
+                results.append(False)
+        return results
+
+    first, second = outcomes(), outcomes()
+    assert first == second and True in first and False in first
+
+
+def test_a_server_answers_other_processes() -> None:
+    """Worker subprocesses call the servers over TCP."""
+    script = (
+        "import json, sys, urllib.request\n"
+        "body = json.dumps({'model': 'm', 'messages': [{'role': 'user', 'content': 'from a child'}]}).encode()\n"
+        "req = urllib.request.Request(sys.argv[1] + '/chat/completions', body, {'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(req, timeout=5).read().decode())\n"
+    )
+    with OpenAIWireServer() as server:
+        out = subprocess.run([sys.executable, "-c", script, server.url], capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "[m] from a child"
+        assert [r.model for r in server.requests] == ["m"]

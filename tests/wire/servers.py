@@ -1,0 +1,625 @@
+"""Scriptable local servers that speak the OpenAI, Anthropic and Gemini HTTP wire formats.
+
+Tests point the real SDKs at these instead of mocking them, so what is exercised is the SDK's own request building,
+response parsing, streaming and error mapping. Each server is a stdlib `ThreadingHTTPServer` on 127.0.0.1 (port 0 =
+any free port) in a daemon thread; it is plain TCP, so worker subprocesses can call it too.
+
+Scripting (all thread-safe):
+    server.push(Reply(...), Fail(429, headers={"Retry-After": "2"}))   # one-shot, FIFO, any model
+    server.set_model("gpt-4o-mini", Fail(500))                          # persistent, once the FIFO is empty
+    server.failure_rate("gpt-4o-mini", 0.3, seed=7)                     # seeded random 500s
+    server.requests                                                     # what the SDKs sent
+    server.reset()
+
+Standalone: `python -m tests.wire.servers openai --port 8900` serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+from typing_extensions import Self
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer successfully. `text=None` answers `"[{model}] " + <first 80 chars of the last user message>`.
+
+    Default usage is deterministic so tests can assert exact values: input = whitespace-separated words of all
+    request text (system + messages), output = words of the answer. `usage=False` leaves usage out entirely.
+    """
+
+    text: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    usage: bool = True
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Answer with an HTTP error in the provider's own error-body format, after `delay_s`."""
+
+    status: int
+    message: str = "simulated failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+Behaviour = Reply | Fail
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # as sent, query string included
+    headers: dict[str, str]  # names lower-cased
+    body: Any  # parsed JSON, or None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A resolved `Reply`: the text, its streaming deltas, and usage (None = leave usage out)."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+
+    @property
+    def deltas(self) -> list[str]:
+        """Word-sized chunks, each carrying its trailing whitespace, e.g. "a b" → ["a ", "b"]."""
+        return re.findall(r"\S+\s*", self.text) or ([self.text] if self.text else [])
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def _texts(content: Any) -> list[str]:
+    """Text of a message content that is either a string or a list of typed parts/blocks."""
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return []
+
+
+class Exchange:
+    """One HTTP request and the ways to answer it."""
+
+    def __init__(self, handler: _Handler, body: Any) -> None:
+        self._h = handler
+        self.method = handler.command
+        self.path = handler.path
+        split = urlsplit(handler.path)
+        self.route = split.path
+        self.query = {key: values[-1] for key, values in parse_qs(split.query).items()}
+        self.headers = {name.lower(): value for name, value in handler.headers.items()}
+        self.body = body
+
+    def json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self._h.send_response(status)
+        self._h.send_header("Content-Type", "application/json")
+        self._h.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self._h.send_header(name, value)
+        self._h.end_headers()
+        self._h.wfile.write(data)
+        self._h.wfile.flush()
+
+    def sse(self, events: Iterable[str]) -> None:
+        """Stream pre-formatted SSE events; the body ends when the connection closes, as no length is known."""
+        self._h.send_response(200)
+        self._h.send_header("Content-Type", "text/event-stream")
+        self._h.send_header("Cache-Control", "no-cache")
+        self._h.send_header("Connection", "close")
+        self._h.end_headers()
+        self._h.close_connection = True
+        for event in events:
+            self._h.wfile.write(event.encode())
+            self._h.wfile.flush()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs; the SDKs pool connections
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without NODELAY, Nagle + delayed ACK add ~40 ms per answer.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.wire._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.wire._track(self.connection, add=False)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        try:
+            self.server.wire._dispatch(Exchange(self, body))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True  # the client gave up (e.g. timed out) while we slept
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # never wait for handlers that are sleeping out a delay
+    wire: WireServer
+
+
+class WireServer:
+    """Base: lifecycle, scripting and request recording. Subclasses implement `_model_of` and `_serve`."""
+
+    kind: ClassVar[str] = ""
+    api_prefix: ClassVar[str] = ""  # what the SDK's base_url needs after host:port
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._fifo: deque[Behaviour] = deque()
+        self._per_model: dict[str, Behaviour] = {}
+        self._chaos: dict[str, tuple[float, random.Random]] = {}
+        self._requests: list[RecordedRequest] = []
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ids = itertools.count(1)
+
+    # lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = _HTTPServer(self._address, _Handler)
+        httpd.wire = self
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.kind}-wire", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; wakes sleeping handlers and cuts open keep-alive connections so pooled clients notice."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:<port>, without the API prefix."""
+        host = "127.0.0.1" if self._address[0] in ("", "0.0.0.0") else self._address[0]
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The base URL to hand to the SDK (OpenAI's includes /v1)."""
+        return self.base_url + self.api_prefix
+
+    # scripting -------------------------------------------------------------------------------------------------
+
+    def push(self, *behaviours: Behaviour) -> None:
+        with self._lock:
+            self._fifo.extend(behaviours)
+
+    def set_model(self, model: str, behaviour: Behaviour | None) -> None:
+        """Persistent behaviour for one model (None clears it)."""
+        with self._lock:
+            if behaviour is None:
+                self._per_model.pop(model, None)
+            else:
+                self._per_model[model] = behaviour
+
+    def failure_rate(self, model: str, rate: float, seed: int = 0) -> None:
+        """`model` answers 500 with probability `rate`, drawn from its own seeded generator."""
+        with self._lock:
+            self._chaos[model] = (rate, random.Random(seed))
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._fifo.clear()
+            self._per_model.clear()
+            self._chaos.clear()
+            self._requests.clear()
+
+    # plumbing for subclasses -----------------------------------------------------------------------------------
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def _dispatch(self, ex: Exchange) -> None:
+        model = self._model_of(ex)
+        with self._lock:
+            self._requests.append(RecordedRequest(ex.method, ex.path, ex.headers, ex.body, model))
+        self._serve(ex, model)
+
+    def _take(self, model: str) -> Behaviour:
+        """The behaviour for this call (FIFO, then chaos, then per-model, then Reply()), after its delay."""
+        with self._lock:
+            if self._fifo:
+                behaviour: Behaviour = self._fifo.popleft()
+            else:
+                chaos = self._chaos.get(model)
+                if chaos is not None and chaos[1].random() < chaos[0]:
+                    behaviour = Fail(500, f"injected failure for {model}")
+                else:
+                    behaviour = self._per_model.get(model, Reply())
+        if behaviour.delay_s > 0:
+            self._stopping.wait(behaviour.delay_s)
+        return behaviour
+
+    @staticmethod
+    def _answer(reply: Reply, model: str, texts: list[str], last_user: str) -> Answer:
+        text = reply.text if reply.text is not None else f"[{model}] " + last_user[:80]
+        if not reply.usage:
+            return Answer(text, None, None)
+        input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
+        output_tokens = reply.output_tokens if reply.output_tokens is not None else words(text)
+        return Answer(text, input_tokens, output_tokens)
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):06d}"
+
+    def _model_of(self, ex: Exchange) -> str | None:
+        raise NotImplementedError
+
+    def _serve(self, ex: Exchange, model: str | None) -> None:
+        raise NotImplementedError
+
+
+def _sse_data(payload: Any) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def _sse_event(name: str, payload: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n"
+
+
+class OpenAIWireServer(WireServer):
+    """`POST /v1/chat/completions` (JSON or SSE) and `GET /v1/models` — also what Ollama and vLLM expose."""
+
+    kind = "openai"
+    api_prefix = "/v1"
+    _ERROR_TYPES: ClassVar[dict[int, tuple[str, str | None]]] = {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("invalid_request_error", "unsupported_country_region_territory"),
+        404: ("invalid_request_error", "model_not_found"),
+        429: ("requests", "rate_limit_exceeded"),
+    }
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: Iterable[str] = ()) -> None:
+        super().__init__(host, port)
+        self.models = list(models)
+
+    def _model_of(self, ex: Exchange) -> str | None:
+        return ex.body.get("model") if isinstance(ex.body, dict) else None
+
+    def _error(self, status: int, message: str) -> dict[str, Any]:
+        kind, code = self._ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+    def _serve(self, ex: Exchange, model: str | None) -> None:
+        if ex.method == "GET" and ex.route == "/v1/models":
+            with self._lock:
+                known = dict.fromkeys([*self.models, *self._per_model, *self._chaos])
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "wire"} for m in known]
+            return ex.json(200, {"object": "list", "data": data})
+        if ex.method != "POST" or ex.route != "/v1/chat/completions":
+            return ex.json(404, self._error(404, f"Unknown route {ex.method} {ex.route}"))
+        body = ex.body if isinstance(ex.body, dict) else {}
+        if not model or not isinstance(body.get("messages"), list):
+            return ex.json(400, self._error(400, "'model' and 'messages' are required"))
+        behaviour = self._take(model)
+        if isinstance(behaviour, Fail):
+            return ex.json(behaviour.status, self._error(behaviour.status, behaviour.message), behaviour.headers)
+        messages = body["messages"]
+        texts = [t for m in messages for t in _texts(m.get("content"))]
+        users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        usage = (
+            None
+            if answer.input_tokens is None
+            else {
+                "prompt_tokens": answer.input_tokens,
+                "completion_tokens": answer.output_tokens,
+                "total_tokens": answer.input_tokens + (answer.output_tokens or 0),
+            }
+        )
+        ident, created = self._next_id("chatcmpl-wire"), int(time.time())
+        if not body.get("stream"):
+            payload: dict[str, Any] = {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            if usage is not None:
+                payload["usage"] = usage
+            return ex.json(200, payload)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and usage is not None
+        ex.sse(self._stream(ident, created, model, answer, usage if include_usage else None, include_usage))
+
+    @staticmethod
+    def _stream(
+        ident: str, created: int, model: str, answer: Answer, usage: dict[str, int] | None, with_usage_key: bool
+    ) -> Iterator[str]:
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            payload: dict[str, Any] = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if with_usage_key:
+                payload["usage"] = None  # with include_usage every chunk carries the key, null until the last
+            return payload
+
+        yield _sse_data(chunk({"role": "assistant", "content": ""}, None))
+        for delta in answer.deltas:
+            yield _sse_data(chunk({"content": delta}, None))
+        yield _sse_data(chunk({}, "stop"))
+        if usage is not None:
+            yield _sse_data(
+                {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                 "usage": usage}
+            )
+        yield "data: [DONE]\n\n"
+
+
+class AnthropicWireServer(WireServer):
+    """`POST /v1/messages`, JSON or the SSE event sequence of the Messages streaming API."""
+
+    kind = "anthropic"
+    _ERROR_TYPES: ClassVar[dict[int, str]] = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        529: "overloaded_error",
+    }
+
+    def _model_of(self, ex: Exchange) -> str | None:
+        return ex.body.get("model") if isinstance(ex.body, dict) else None
+
+    def _error(self, status: int, message: str) -> dict[str, Any]:
+        kind = self._ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}, "request_id": self._next_id("req_wire")}
+
+    def _serve(self, ex: Exchange, model: str | None) -> None:
+        if ex.method != "POST" or ex.route != "/v1/messages":
+            return ex.json(404, self._error(404, f"Unknown route {ex.method} {ex.route}"))
+        body = ex.body if isinstance(ex.body, dict) else {}
+        if not model or not isinstance(body.get("messages"), list) or "max_tokens" not in body:
+            return ex.json(400, self._error(400, "model, messages and max_tokens are required"))
+        behaviour = self._take(model)
+        if isinstance(behaviour, Fail):
+            return ex.json(behaviour.status, self._error(behaviour.status, behaviour.message), behaviour.headers)
+        messages = body["messages"]
+        texts = _texts(body.get("system")) + [t for m in messages for t in _texts(m.get("content"))]
+        users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        ident = self._next_id("msg_wire")
+        message: dict[str, Any] = {
+            "id": ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": answer.text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+        }
+        if answer.input_tokens is not None:
+            message["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}
+        if not body.get("stream"):
+            return ex.json(200, message)
+        ex.sse(self._stream(message, answer))
+
+    @staticmethod
+    def _stream(message: dict[str, Any], answer: Answer) -> Iterator[str]:
+        start = {**message, "content": [], "stop_reason": None}
+        if answer.input_tokens is not None:
+            start["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": 1}
+        yield _sse_event("message_start", {"type": "message_start", "message": start})
+        block = {"type": "text", "text": ""}
+        yield _sse_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        yield _sse_event("ping", {"type": "ping"})
+        for delta in answer.deltas:
+            yield _sse_event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}},
+            )
+        yield _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        final: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        if answer.output_tokens is not None:
+            final["usage"] = {"output_tokens": answer.output_tokens}
+        yield _sse_event("message_delta", final)
+        yield _sse_event("message_stop", {"type": "message_stop"})
+
+
+class GeminiWireServer(WireServer):
+    """`POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` (Gemini Developer API)."""
+
+
+    kind = "gemini"
+    # google-genai 3.x defaults to api_version "v1"; the adapter pins "v1beta". Both are served.
+    _ROUTE = re.compile(
+        r"^/(?:v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+    )
+    _STATUSES: ClassVar[dict[int, str]] = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        408: "DEADLINE_EXCEEDED",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+        504: "DEADLINE_EXCEEDED",
+    }
+
+    def _model_of(self, ex: Exchange) -> str | None:
+        match = self._ROUTE.match(ex.route)
+        return match["model"] if match else None
+
+    def _error(self, status: int, message: str) -> dict[str, Any]:
+        code = self._STATUSES.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")
+        return {"error": {"code": status, "message": message, "status": code}}
+
+    def _serve(self, ex: Exchange, model: str | None) -> None:
+        match = self._ROUTE.match(ex.route)
+        if ex.method != "POST" or match is None or model is None:
+            return ex.json(404, self._error(404, f"Unknown route {ex.method} {ex.route}"))
+        body = ex.body if isinstance(ex.body, dict) else {}
+        contents = body.get("contents")
+        if not isinstance(contents, list):
+            return ex.json(400, self._error(400, "* GenerateContentRequest.contents: contents is not specified"))
+        behaviour = self._take(model)
+        if isinstance(behaviour, Fail):
+            return ex.json(behaviour.status, self._error(behaviour.status, behaviour.message), behaviour.headers)
+        system = (body.get("systemInstruction") or {}).get("parts")
+        texts = _texts(system) + [t for c in contents for t in _texts(c.get("parts"))]
+        users = [" ".join(_texts(c.get("parts"))) for c in contents if c.get("role", "user") == "user"]
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        usage = (
+            None
+            if answer.input_tokens is None
+            else {
+                "promptTokenCount": answer.input_tokens,
+                "candidatesTokenCount": answer.output_tokens,
+                "totalTokenCount": answer.input_tokens + (answer.output_tokens or 0),
+            }
+        )
+        response_id = self._next_id("wire-")
+        if match["method"] == "generateContent":
+            payload = self._chunk(answer.text, "STOP", usage, model, response_id)
+            return ex.json(200, payload)
+        ex.sse(self._stream(answer, usage, model, response_id))
+
+    @staticmethod
+    def _chunk(
+        text: str, finish: str | None, usage: dict[str, int] | None, model: str, response_id: str
+    ) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        payload: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
+        if usage is not None:
+            payload["usageMetadata"] = usage
+        return payload
+
+    def _stream(
+        self, answer: Answer, usage: dict[str, int] | None, model: str, response_id: str
+    ) -> Iterator[str]:
+        deltas = answer.deltas or [""]
+        # Like the real API: every chunk has the prompt count, the last one the full usage and the finish reason.
+        partial = None if usage is None else {"promptTokenCount": usage["promptTokenCount"]}
+        for i, delta in enumerate(deltas):
+            last = i == len(deltas) - 1
+            chunk = self._chunk(delta, "STOP" if last else None, usage if last else partial, model, response_id)
+            yield f"data: {json.dumps(chunk)}\r\n\r\n"
+
+
+SERVERS: dict[str, type[WireServer]] = {
+    "openai": OpenAIWireServer,
+    "anthropic": AnthropicWireServer,
+    "gemini": GeminiWireServer,
+    "google": GeminiWireServer,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve one provider's wire format until killed.")
+    parser.add_argument("kind", choices=sorted(SERVERS))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = SERVERS[args.kind](args.host, args.port).start()
+    print(f"{args.kind} wire server listening; SDK base_url = {server.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
