@@ -7,7 +7,7 @@ from typing import Any
 
 import anthropic
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
+from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
 from shared.providers.errors import redact, status_error, transport_error
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
@@ -39,7 +39,7 @@ class AnthropicProvider:
             raise self._error(exc, request) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = getattr(message, "usage", None)  # the SDK does not validate, so a missing field is simply absent
-        return self._completion(
+        return completion(
             request,
             text,
             message.stop_reason,
@@ -71,7 +71,7 @@ class AnthropicProvider:
                             input_tokens = usage.input_tokens
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield self._completion(request, "".join(parts), stop_reason, input_tokens, output_tokens)
+        yield completion(request, "".join(parts), stop_reason, input_tokens, output_tokens)
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -86,26 +86,6 @@ class AnthropicProvider:
             # anthropic 2.x dropped `temperature` from the typed signature; the API still accepts it.
             params["extra_body"] = {"temperature": request.temperature}
         return params
-
-    def _completion(
-        self,
-        request: ProviderRequest,
-        text: str,
-        stop_reason: str | None,
-        input_tokens: int | None,
-        output_tokens: int | None,
-    ) -> Completion:
-        reported = input_tokens is not None and output_tokens is not None
-        if input_tokens is None or output_tokens is None:
-            input_tokens, output_tokens = local_usage(request, text)
-        return Completion(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=request.model,
-            finish_reason=stop_reason,
-            usage_reported=reported,
-        )
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""

@@ -42,10 +42,22 @@ class Completion(BaseModel):
     )
 
 
-def local_usage(request: ProviderRequest, text: str) -> tuple[int, int]:
-    """Input and output tokens counted here, for a provider that reports no usage."""
-    prompt = "\n".join([request.system, *(message.content for message in request.messages)])
-    return count_tokens(prompt), count_tokens(text)
+def completion(
+    request: ProviderRequest, text: str, finish_reason: str | None, input_tokens: int | None, output_tokens: int | None
+) -> Completion:
+    """The answer with the provider's usage, or with tokens counted here when the provider reported none."""
+    reported = input_tokens is not None and output_tokens is not None
+    if not reported:
+        prompt = "\n".join([request.system, *(message.content for message in request.messages)])
+        input_tokens, output_tokens = count_tokens(prompt), count_tokens(text)
+    return Completion(
+        text=text,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        model=request.model,
+        finish_reason=finish_reason,
+        usage_reported=reported,
+    )
 
 
 class ProviderError(Exception):

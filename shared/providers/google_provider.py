@@ -8,7 +8,7 @@ from typing import Any
 from google import genai
 from google.genai import errors, types
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
+from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
 from shared.providers.errors import redact, status_error, transport_error
 
 
@@ -74,22 +74,12 @@ class GoogleProvider:
         )
         return contents, config
 
-    def _completion(self, request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+    @staticmethod
+    def _completion(request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
         prompt_tokens = getattr(usage, "prompt_token_count", None)
-        if prompt_tokens is not None:
-            # Thinking tokens are billed as output but reported apart from the answer's own tokens.
-            output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-            input_tokens, reported = prompt_tokens, True
-        else:
-            (input_tokens, output_tokens), reported = local_usage(request, text), False
-        return Completion(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=request.model,
-            finish_reason=finish_reason,
-            usage_reported=reported,
-        )
+        # Thinking tokens are billed as output but reported apart from the answer's own tokens.
+        output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if prompt_tokens else None
+        return completion(request, text, finish_reason, prompt_tokens, output_tokens)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """google-genai wraps only HTTP errors (`APIError`); timeouts and refused connections surface as the raw

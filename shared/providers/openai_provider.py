@@ -7,7 +7,7 @@ from typing import Any
 
 import openai
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, local_usage
+from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
 from shared.providers.errors import redact, status_error, transport_error
 
 # The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
@@ -71,19 +71,11 @@ class OpenAIProvider:
             params["temperature"] = request.temperature
         return params
 
-    def _completion(self, request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
-        if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
-            input_tokens, output_tokens, reported = usage.prompt_tokens, usage.completion_tokens, True
-        else:  # e.g. an OpenAI-compatible server that reports no usage
-            (input_tokens, output_tokens), reported = local_usage(request, text), False
-        return Completion(
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            model=request.model,
-            finish_reason=finish_reason,
-            usage_reported=reported,
-        )
+    @staticmethod
+    def _completion(request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+        # An OpenAI-compatible server may report no usage at all.
+        return completion(request, text, finish_reason, getattr(usage, "prompt_tokens", None),
+                          getattr(usage, "completion_tokens", None))
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""
