@@ -6,6 +6,7 @@ Every error a caller can cause or meet is an HTTP status with a message: 422 for
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -14,10 +15,12 @@ import redis
 from celery import Celery
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.submission import JobRequest, NoProviderConfigured, Proposal, propose, submit
+from shared.breaker import BreakerState, CircuitBreakers
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.routing import PlanningError
 from shared.settings import Settings, get_settings
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
 
     @app.exception_handler(redis.RedisError)
     @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(OperationalError)
     async def store_down(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse(
             {"detail": f"the job store (Redis) is unavailable, retry shortly: {error}"},
@@ -106,6 +110,32 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (unknown or expired)")
         return record
+
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        response_model=JobRecord,
+        responses={404: {"description": "Unknown job"}, 409: {"description": "Already finished"}},
+        tags=["jobs"],
+    )
+    def cancel_job(job_id: str, store: Store) -> JobRecord:
+        """Cancel a queued or running job. A running provider call finishes, but nothing after it runs or bills."""
+        record = store.get(job_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (unknown or expired)")
+        cancelled = store.update(
+            job_id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error="cancelled by request"
+        )
+        if not cancelled:
+            current = store.status(job_id)
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {current}; nothing to cancel")
+        celery.control.revoke(job_id)
+        store.mark_done(job_id)
+        return store.get(job_id)
+
+    @app.get("/v1/health/providers", response_model=list[BreakerState], tags=["health"])
+    def provider_health(store: Store) -> list[BreakerState]:
+        """Circuit breaker of every catalog model: closed, open (skipped by planning) or half_open (one probe)."""
+        return CircuitBreakers(settings, store.redis).states()
 
     @app.post(
         "/v1/orchestrate",

@@ -13,6 +13,7 @@ from celery import Celery
 from pydantic import BaseModel, Field
 
 from shared.analysis import Analysis, RequestOptions, analyze
+from shared.breaker import CircuitBreakers
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.routing import Constraints, Plan, PlanningError, plan
 from shared.settings import Settings
@@ -51,7 +52,9 @@ class Proposal(BaseModel):
     plan: Plan
 
 
-def propose(body: JobRequest, settings: Settings, require_keys: bool = True) -> Proposal:
+def propose(
+    body: JobRequest, settings: Settings, require_keys: bool = True, open_breakers: set[str] = frozenset()
+) -> Proposal:
     """Analyse and plan among the providers that have a key.
 
     With no key at all, `require_keys` makes that an error (nothing could run); without it the plan is made over
@@ -63,12 +66,13 @@ def propose(body: JobRequest, settings: Settings, require_keys: bool = True) -> 
         if require_keys:
             raise NoProviderConfigured(f"no provider API key is configured: {settings.key_variables_hint()}")
         usable = None
-    constraints = Constraints.from_options(body.options, usable)
+    constraints = Constraints.from_options(body.options, usable, open_breakers)
     return Proposal(analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens))
 
 
 def submit(body: JobRequest, settings: Settings, store: JobStore, celery: Celery) -> JobRecord:
-    proposal = propose(body, settings)
+    """Plan (skipping models whose breaker is open), record the job, and put its id on its tier's queue."""
+    proposal = propose(body, settings, open_breakers=CircuitBreakers(settings, store.redis).unavailable())
     queue = queue_for(proposal.plan.tier)
     record = JobRecord(
         id=new_job_id(),

@@ -23,10 +23,15 @@ class Bill(BaseModel):
     tokens_saved: int
 
 
-def bill(plan: Plan, model: str, input_tokens: int, output_tokens: int, settings: Settings) -> Bill:
+def bill(
+    plan: Plan, model: str, input_tokens: int, output_tokens: int, settings: Settings, answer_tokens: int | None = None
+) -> Bill:
+    """Price what was sent. `answer_tokens` is the answer's length when it differs from what was paid for (a cache
+    hit pays for nothing, but the baseline would still have had to generate the answer)."""
     cost = settings.models[model].cost_usd(input_tokens, output_tokens)
     baseline_input = plan.baseline.input_tokens
-    baseline = settings.models[plan.baseline.model].cost_usd(baseline_input, output_tokens)
+    answer = output_tokens if answer_tokens is None else answer_tokens
+    baseline = settings.models[plan.baseline.model].cost_usd(baseline_input, answer)
     savings = baseline - cost
     return Bill(
         input_tokens=input_tokens,

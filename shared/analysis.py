@@ -38,6 +38,7 @@ class RequestOptions(BaseModel):
     min_context_window: int | None = Field(None, gt=0, description="Only models with at least this window.")
     tier: Tier | None = Field(None, description="Force a complexity tier instead of the analysed one.")
     temperature: float | None = Field(None, ge=0, le=2)
+    cache: bool = Field(True, description="Answer from the exact-match response cache when possible.")
 
 
 class TokenCounts(BaseModel):

@@ -1,14 +1,25 @@
-"""Running a planned request: build the prompt, call the chain's models in order until one answers."""
+"""Running a planned request: the chain of models with retries, breakers and the response cache.
+
+For each model of the plan's chain, in order: an exact-match cache hit answers at no cost; an open breaker skips
+the model; otherwise the model is called, and retried on retryable errors with backoff (or as long as its
+`Retry-After` says), until it answers, its tries are spent, or its breaker opens. Then the next model serves. A
+rejected request (400-class) stops everything: another model would reject it too. Every try, skip and wait is
+an `Attempt` on the job record, so a user can see which model served and why the others did not.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from shared.breaker import COUNTED_KINDS, CircuitBreakers, Gate
+from shared.cache import ResponseCache
 from shared.jobs import Attempt, JobRecord
 from shared.prompts import system_prompt, user_prompt
 from shared.providers import Completion, Message, ProviderError, ProviderRequest, provider_for
+from shared.resilience import retry_delay
 from shared.settings import Settings
 
 
@@ -17,6 +28,7 @@ class Served(BaseModel):
     model: str
     provider: str
     attempts: list[Attempt]
+    cache_hit: bool = False
 
 
 class ChainExhausted(Exception):
@@ -24,6 +36,12 @@ class ChainExhausted(Exception):
 
     def __init__(self, message: str, attempts: list[Attempt]) -> None:
         super().__init__(message)
+        self.attempts = attempts
+
+
+class Cancelled(Exception):
+    def __init__(self, attempts: list[Attempt]) -> None:
+        super().__init__("cancelled")
         self.attempts = attempts
 
 
@@ -40,31 +58,95 @@ def provider_request(record: JobRecord, model: str, settings: Settings) -> Provi
     )
 
 
-def serve(record: JobRecord, settings: Settings) -> Served:
-    """Call the plan's chain in order. A client error (bad request) stops the chain: other models would fail too."""
-    attempts: list[Attempt] = []
-    for model in record.plan.chain:
-        provider_name = settings.models[model].provider
-        started = time.perf_counter()
-        try:
-            completion = provider_for(provider_name, settings).complete(provider_request(record, model, settings))
-        except ProviderError as error:
-            attempts.append(
-                Attempt(
-                    model=model,
-                    provider=provider_name,
-                    ok=False,
-                    error=error.message,
-                    error_kind=error.kind,
-                    duration_ms=(time.perf_counter() - started) * 1000,
-                )
-            )
-            if error.kind == "client":
-                raise ChainExhausted(f"{model} rejected the request: {error.message}", attempts) from error
-            continue
-        attempts.append(
-            Attempt(model=model, provider=provider_name, ok=True, duration_ms=(time.perf_counter() - started) * 1000)
-        )
-        return Served(completion=completion, model=model, provider=provider_name, attempts=attempts)
-    summary = "; ".join(f"{a.model}: {a.error}" for a in attempts)
-    raise ChainExhausted(f"every model of the chain failed ({summary})", attempts)
+class Executor:
+    """Serves job records; one per worker process, sharing breakers and cache through Redis."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        breakers: CircuitBreakers,
+        cache: ResponseCache | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.breakers = breakers
+        self.cache = cache
+        self.sleep = sleep
+
+    def serve(self, record: JobRecord, cancelled: Callable[[], bool] = lambda: False) -> Served:
+        attempts: list[Attempt] = []
+        use_cache = self.cache is not None and record.input.options.cache
+        for model in record.plan.chain:
+            provider = self.settings.models[model].provider
+            request = provider_request(record, model, self.settings)
+            if use_cache and (hit := self.cache.get(model, request)):
+                attempts.append(_attempt(model, provider, 1, time.time(), ok=True, kind="cache_hit"))
+                return Served(completion=hit, model=model, provider=provider, attempts=attempts, cache_hit=True)
+            gate = self.breakers.acquire(model)
+            if gate is Gate.open:
+                attempts.append(_attempt(model, provider, 0, time.time(), error="circuit breaker open",
+                                         kind="breaker_open"))
+                continue
+            served = self._try_model(model, provider, request, gate, attempts, cancelled)
+            if served is not None:
+                if use_cache:
+                    self.cache.put(model, request, served)
+                return Served(completion=served, model=model, provider=provider, attempts=attempts)
+        summary = "; ".join(f"{a.model}: {a.error}" for a in attempts)
+        raise ChainExhausted(f"every model of the chain failed ({summary})", attempts)
+
+    def _try_model(
+        self,
+        model: str,
+        provider: str,
+        request: ProviderRequest,
+        gate: Gate,
+        attempts: list[Attempt],
+        cancelled: Callable[[], bool],
+    ) -> Completion | None:
+        policy = self.settings.resilience
+        for attempt in range(policy.max_attempts_per_model):
+            if cancelled():
+                raise Cancelled(attempts)
+            started = time.time()
+            try:
+                completion = provider_for(provider, self.settings).complete(request)
+            except ProviderError as error:
+                attempts.append(_attempt(model, provider, attempt + 1, started, error=error.message,
+                                         kind=error.kind, status=error.status))
+                if error.kind == "client":
+                    raise ChainExhausted(f"{model} rejected the request: {error.message}", attempts) from error
+                opened = error.kind in COUNTED_KINDS and self.breakers.failure(model) in ("opened", "reopened")
+                delay = retry_delay(error, attempt, policy)
+                if gate is Gate.probe or opened or delay is None:
+                    return None
+                self.sleep(delay)
+                continue
+            attempts.append(_attempt(model, provider, attempt + 1, started, ok=True))
+            self.breakers.success(model)
+            return completion
+        return None
+
+
+def _attempt(
+    model: str,
+    provider: str,
+    number: int,
+    started: float,
+    *,
+    ok: bool = False,
+    error: str | None = None,
+    kind: str | None = None,
+    status: int | None = None,
+) -> Attempt:
+    return Attempt(
+        model=model,
+        provider=provider,
+        number=number,
+        ok=ok,
+        error=error,
+        error_kind=kind,
+        status=status,
+        started_at=started,
+        duration_ms=round((time.time() - started) * 1000, 3),
+    )

@@ -17,6 +17,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from shared.analysis import Analysis, RequestOptions
+from shared.metrics import RequestOutcome
 from shared.routing import Plan
 from shared.settings import Settings
 from shared.store import key, redis_client
@@ -42,11 +43,16 @@ class JobInput(BaseModel):
 
 
 class Attempt(BaseModel):
+    """One try of one model, a skipped model (`breaker_open`) or a cache hit (`cache_hit`)."""
+
     model: str
     provider: str
+    number: int = Field(description="Try of this model, from 1; 0 for a skip.")
     ok: bool
     error: str | None = None
     error_kind: str | None = None
+    status: int | None = None
+    started_at: float
     duration_ms: float
 
 
@@ -72,6 +78,7 @@ class JobRecord(BaseModel):
     model_used: str | None = None
     provider_used: str | None = None
     usage: Usage | None = None
+    cache_hit: bool = False
     cost_usd: float | None = None
     baseline_cost_usd: float | None = None
     savings_usd: float | None = None
@@ -87,14 +94,36 @@ class JobRecord(BaseModel):
             return None
         return (self.finished_at - self.created_at) * 1000
 
+    def outcome(self) -> RequestOutcome:
+        """This finished job as the metrics count it."""
+        succeeded = self.status == JobStatus.succeeded
+        return RequestOutcome(
+            job_id=self.id,
+            succeeded=succeeded,
+            model=self.model_used,
+            provider=self.provider_used,
+            intent=self.analysis.intent,
+            tier=self.plan.tier,
+            input_tokens=self.usage.input_tokens if self.usage else 0,
+            output_tokens=self.usage.output_tokens if self.usage else 0,
+            baseline_tokens=self.plan.baseline.input_tokens,
+            cost_usd=self.cost_usd or 0.0,
+            baseline_cost_usd=self.baseline_cost_usd or 0.0,
+            cache_hit=self.cache_hit if succeeded else None,
+            latency_ms=self.duration_ms,
+        )
+
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-# Set fields only on a record that exists, and refresh its TTL: KEYS[1] the record, ARGV[1] the TTL, then pairs.
-_UPDATE_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+# Set fields on a record that exists and is not finished, and refresh its TTL. KEYS[1] the record; ARGV[1] the
+# TTL, then field/value pairs. A finished job (succeeded, failed, cancelled) is never changed again: that is what
+# makes a late or duplicate worker harmless.
+_UPDATE_UNFINISHED = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
@@ -105,7 +134,7 @@ class JobStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or redis_client(settings)
-        self._update = self.redis.register_script(_UPDATE_IF_EXISTS)
+        self._update = self.redis.register_script(_UPDATE_UNFINISHED)
 
     def _key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id)
@@ -126,8 +155,12 @@ class JobStore:
             return None
         return JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()})
 
+    def status(self, job_id: str) -> JobStatus | None:
+        raw = self.redis.hget(self._key(job_id), "status")
+        return JobStatus(json.loads(raw)) if raw else None
+
     def update(self, job_id: str, **fields: Any) -> bool:
-        """Set some fields; False if the record no longer exists."""
+        """Set some fields of an unfinished job; False if it is finished or gone (the write is then dropped)."""
         pairs: list[str] = []
         for name, value in fields.items():
             if isinstance(value, BaseModel):
@@ -145,12 +178,15 @@ class JobStore:
             pipe.execute()
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """Block until the job is terminal or the timeout passes; return the record as it then is."""
+        """Block until the job is terminal or the timeout passes; return the record as it then is.
+
+        Each BLPOP waits at most 2 s, under the client's socket timeout (redis-py's default is 5 s).
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             record = self.get(job_id)
             remaining = deadline - time.monotonic()
             if record is None or record.status.terminal or remaining <= 0:
                 return record
-            if self.redis.blpop([self._done_key(job_id)], timeout=max(0.01, min(remaining, 5.0))):
+            if self.redis.blpop([self._done_key(job_id)], timeout=max(0.01, min(remaining, 2.0))):
                 self.mark_done(job_id)  # leave the token for any other waiter

@@ -81,6 +81,23 @@ class DocumentProcessing(BaseModel):
     chunking: ChunkingSettings = ChunkingSettings()
 
 
+class Resilience(BaseModel):
+    max_attempts_per_model: int = Field(3, ge=1, description="Tries of one model before the next in the chain.")
+    backoff_base_seconds: float = Field(0.25, ge=0)
+    backoff_max_seconds: float = Field(8.0, ge=0)
+    max_retry_after_seconds: float = Field(
+        30.0, ge=0, description="A Retry-After longer than this moves on to the next model instead of waiting."
+    )
+    breaker_failure_threshold: int = Field(5, ge=1, description="Failures within the window that open a breaker.")
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0, description="Open time before a single probe is let through.")
+
+
+class ResponseCache(BaseModel):
+    enabled: bool = True
+    ttl_seconds: int = Field(3600, gt=0)
+
+
 #: Which environment variables hold each well-known provider's key, in the order they are tried.
 PROVIDER_KEY_VARIABLES: dict[str, tuple[str, ...]] = {
     "openai": ("OPENAI_API_KEY",),
@@ -114,6 +131,8 @@ class Settings(BaseSettings):
     max_fallbacks: int = Field(4, ge=0)
     providers: dict[str, ProviderConfig] = {}
     document_processing: DocumentProcessing = DocumentProcessing()
+    resilience: Resilience = Resilience()
+    response_cache: ResponseCache = ResponseCache()
 
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))

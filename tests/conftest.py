@@ -93,6 +93,9 @@ def provider_env(wire_servers, monkeypatch) -> dict[str, str]:
         "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire_servers["anthropic"].url,
         "GOOGLE_API_KEY": "g-test",
         "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire_servers["google"].url,
+        # retries in tests wait milliseconds, not seconds
+        "ORCH_RESILIENCE__BACKOFF_BASE_SECONDS": "0.01",
+        "ORCH_RESILIENCE__BACKOFF_MAX_SECONDS": "0.05",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

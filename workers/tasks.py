@@ -1,11 +1,13 @@
 """LLM execution task. It receives a job id, never a payload; the job record in Redis holds the rest.
 
-Redelivery is safe: a job already terminal is skipped, so a message that comes back after a worker died never
-runs (or bills) a finished job twice.
+Redelivery is safe by construction: a finished job is never changed again (the store refuses), and its metrics are
+recorded under a per-job guard, so a message that comes back after a worker died neither re-runs a finished job
+nor counts one twice. A job cancelled while it runs stops before its next provider attempt.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -13,23 +15,41 @@ from celery import Task
 from celery.utils.log import get_task_logger
 
 from shared.accounting import bill
-from shared.execution import ChainExhausted, serve
-from shared.jobs import JobStatus, JobStore, Usage
+from shared.breaker import CircuitBreakers
+from shared.cache import ResponseCache
+from shared.execution import Cancelled, ChainExhausted, Executor
+from shared.jobs import JobRecord, JobStatus, JobStore, Usage
+from shared.metrics import MetricsRecorder
 from shared.settings import get_settings
+from shared.store import redis_client
 from workers.celery_app import EXECUTE_TASK, app
 
 log = get_task_logger(__name__)
 
 
+@functools.cache
+def _services() -> tuple[JobStore, Executor, MetricsRecorder]:
+    """This worker process's collaborators, over one connection pool."""
+    settings = get_settings()
+    client = redis_client(settings)
+    cache = ResponseCache(settings, client) if settings.response_cache.enabled else None
+    return (
+        JobStore(settings, client),
+        Executor(settings, CircuitBreakers(settings, client), cache),
+        MetricsRecorder(settings, client),
+    )
+
+
 @app.task(name=EXECUTE_TASK, bind=True)
 def execute_job(self: Task, job_id: str) -> dict[str, Any]:
-    settings = get_settings()
-    store = JobStore(settings)
+    store, executor, metrics = _services()
     record = store.get(job_id)
     if record is None:
         log.warning("job %s has no record (expired or deleted); dropping", job_id)
         return {"job_id": job_id, "status": "missing"}
     if record.status.terminal:
+        # A redelivered message for a finished job: make sure it was counted (a no-op if it was), nothing more.
+        metrics.record(record.outcome())
         return {"job_id": job_id, "status": record.status}
 
     delivery = self.request.delivery_info or {}
@@ -42,41 +62,40 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         worker=f"{self.request.hostname} ({delivery.get('routing_key', '?')})",
     )
     try:
-        served = serve(record, settings)
+        served = executor.serve(record, cancelled=lambda: store.status(job_id) == JobStatus.cancelled)
+    except Cancelled:
+        return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
-        store.update(
+        finished = _finish(store, job_id, status=JobStatus.failed, attempts=error.attempts, error=str(error))
+    else:
+        completion = served.completion
+        sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)
+        charge = bill(record.plan, served.model, sent_in, sent_out, settings=executor.settings,
+                      answer_tokens=completion.output_tokens)
+        finished = _finish(
+            store,
             job_id,
-            status=JobStatus.failed,
-            stage="failed",
-            progress=1.0,
-            finished_at=time.time(),
-            attempts=error.attempts,
-            error=str(error),
+            status=JobStatus.succeeded,
+            result=completion.text,
+            model_used=served.model,
+            provider_used=served.provider,
+            cache_hit=served.cache_hit,
+            usage=Usage(input_tokens=sent_in, output_tokens=sent_out, reported_by_provider=completion.usage_reported),
+            cost_usd=charge.cost_usd,
+            baseline_cost_usd=charge.baseline_cost_usd,
+            savings_usd=charge.savings_usd,
+            savings_pct=charge.savings_pct,
+            attempts=served.attempts,
         )
-        store.mark_done(job_id)
-        return {"job_id": job_id, "status": JobStatus.failed}
+    if finished is not None:
+        metrics.record(finished.outcome())
+        return {"job_id": job_id, "status": finished.status}
+    return {"job_id": job_id, "status": "superseded"}
 
-    completion = served.completion
-    charge = bill(record.plan, served.model, completion.input_tokens, completion.output_tokens, settings)
-    store.update(
-        job_id,
-        status=JobStatus.succeeded,
-        stage="done",
-        progress=1.0,
-        finished_at=time.time(),
-        result=completion.text,
-        model_used=served.model,
-        provider_used=served.provider,
-        usage=Usage(
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            reported_by_provider=completion.usage_reported,
-        ),
-        cost_usd=charge.cost_usd,
-        baseline_cost_usd=charge.baseline_cost_usd,
-        savings_usd=charge.savings_usd,
-        savings_pct=charge.savings_pct,
-        attempts=served.attempts,
-    )
+
+def _finish(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:
+    """Make the job terminal; None if it already was (cancelled meanwhile, or finished by another delivery)."""
+    if not store.update(job_id, stage="done", progress=1.0, finished_at=time.time(), **fields):
+        return None
     store.mark_done(job_id)
-    return {"job_id": job_id, "status": JobStatus.succeeded}
+    return store.get(job_id)

@@ -90,9 +90,11 @@ def test_failing_provider_falls_back_along_the_chain(api, start_worker, wire_ser
     record = poll(api, api.post("/v1/jobs", json={"request": SIMPLE}).json()["id"])
     assert record["status"] == "succeeded"
     assert record["model_used"] == "gpt-4.1-nano"
-    assert [(a["model"], a["ok"], a["error_kind"]) for a in record["attempts"]] == [
-        ("gemini-2.0-flash", False, "server"),
-        ("gpt-4.1-nano", True, None),
+    assert [(a["model"], a["number"], a["ok"], a["error_kind"]) for a in record["attempts"]] == [
+        ("gemini-2.0-flash", 1, False, "server"),
+        ("gemini-2.0-flash", 2, False, "server"),
+        ("gemini-2.0-flash", 3, False, "server"),
+        ("gpt-4.1-nano", 1, True, None),
     ]
     assert record["cost_usd"] == pytest.approx(SETTINGS.models["gpt-4.1-nano"].cost_usd(
         record["usage"]["input_tokens"], record["usage"]["output_tokens"]))

@@ -1,0 +1,143 @@
+"""Circuit breakers per model, kept in Redis so every worker on every machine sees the same state.
+
+A breaker opens after `threshold` failures within `window` seconds. While open, nobody calls the model and planning
+skips it. After `cooldown` seconds it is half-open: exactly one caller wins the probe (a `SET NX` lock); its success
+closes the breaker, its failure opens it for another cooldown. Every transition is one Lua script, so two workers
+failing at once cannot both open, or both probe. Times come from the Redis server's clock, not the workers'.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+import redis
+from pydantic import BaseModel
+
+from shared.settings import Settings
+from shared.store import key
+
+#: Failures that say something about the model's health. A rejected request (400) or a bad key does not.
+COUNTED_KINDS = frozenset({"server", "timeout", "connection", "rate_limit"})
+
+
+class Gate(StrEnum):
+    closed = "closed"  # call freely
+    probe = "probe"  # half-open, and this caller is the single probe
+    open = "open"  # do not call
+
+
+class BreakerState(BaseModel):
+    model: str
+    provider: str
+    state: str  # closed, open, half_open
+    recent_failures: int
+    reopens_in_s: float | None = None
+
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
+
+# KEYS: open hash, probe lock. ARGV: model, probe lock ms.
+_ACQUIRE = _NOW + """
+local reopen = redis.call('HGET', KEYS[1], ARGV[1])
+if not reopen then return 'closed' end
+if now < tonumber(reopen) then return 'open' end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 'probe' end
+return 'open'
+"""
+
+# KEYS: open hash, failures zset, probe lock. ARGV: model, window s, threshold, cooldown s, unique member.
+_FAILURE = _NOW + """
+local reopen = redis.call('HGET', KEYS[1], ARGV[1])
+if reopen then
+  if now >= tonumber(reopen) then
+    redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[4]))
+    redis.call('DEL', KEYS[3])
+    return 'reopened'
+  end
+  return 'open'
+end
+redis.call('ZADD', KEYS[2], now, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
+redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2])))
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[4]))
+  redis.call('DEL', KEYS[2])
+  return 'opened'
+end
+return 'closed'
+"""
+
+# KEYS: open hash, failures zset, probe lock. ARGV: model.
+_SUCCESS = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return 'closed_now'
+end
+return 'closed'
+"""
+
+
+class CircuitBreakers:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.policy = settings.resilience
+        self.redis = client
+        self._open = key(settings, "breaker", "open")
+        self._acquire = client.register_script(_ACQUIRE)
+        self._failure = client.register_script(_FAILURE)
+        self._success = client.register_script(_SUCCESS)
+
+    def _failures(self, model: str) -> str:
+        return key(self.settings, "breaker", model, "failures")
+
+    def _probe(self, model: str) -> str:
+        return key(self.settings, "breaker", model, "probe")
+
+    def acquire(self, model: str) -> Gate:
+        # The probe lock outlives one attempt, so a probe that dies silently frees the model after this long.
+        lock_ms = int((self.settings.provider_timeout_seconds + 5) * 1000)
+        return Gate(self._acquire(keys=[self._open, self._probe(model)], args=[model, lock_ms]))
+
+    def failure(self, model: str) -> str:
+        """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
+        policy = self.policy
+        return self._failure(
+            keys=[self._open, self._failures(model), self._probe(model)],
+            args=[model, policy.breaker_window_seconds, policy.breaker_failure_threshold,
+                  policy.breaker_cooldown_seconds, uuid.uuid4().hex],
+        )
+
+    def success(self, model: str) -> None:
+        self._success(keys=[self._open, self._failures(model), self._probe(model)], args=[model])
+
+    def unavailable(self) -> set[str]:
+        """Models whose breaker is open and not yet due for a probe: planning leaves them out."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._open)
+            pipe.time()
+            opened, (seconds, micros) = pipe.execute()
+        now = seconds + micros / 1e6
+        return {model for model, reopen in opened.items() if float(reopen) > now}
+
+    def states(self) -> list[BreakerState]:
+        models = list(self.settings.models)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._open)
+            pipe.time()
+            for model in models:
+                pipe.zcount(self._failures(model), "-inf", "+inf")
+            opened, (seconds, micros), *failures = pipe.execute()
+        now = seconds + micros / 1e6
+        states = []
+        for model, count in zip(models, failures, strict=True):
+            reopen = float(opened[model]) if model in opened else None
+            state = "closed" if reopen is None else "open" if reopen > now else "half_open"
+            states.append(BreakerState(
+                model=model,
+                provider=self.settings.models[model].provider,
+                state=state,
+                recent_failures=count,
+                reopens_in_s=round(max(0.0, reopen - now), 3) if reopen is not None else None,
+            ))
+        return states
