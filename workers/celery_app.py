@@ -20,6 +20,14 @@ def queue_for(tier: Tier | str) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    visibility = settings.visibility_timeout_seconds
+    transport = {
+        "visibility_timeout": visibility,
+        # kombu sweeps for expired unacked messages every interval x throttle seconds (100 s by default); a
+        # message of a dead worker should come back soon after its visibility timeout, not minutes later.
+        "unacked_restore_interval": min(10, max(1, visibility // 5)),
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
@@ -32,8 +40,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "result_expires": settings.job_ttl_seconds,
         # An unacked message comes back after this long: it must exceed the longest task.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": visibility},
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -1,0 +1,54 @@
+"""Chaos: real worker processes, the real Redis, a flaky primary provider and a worker killed mid-run."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import redis
+
+from tests.wire.servers import Reply
+
+JOBS = 200
+
+
+def test_every_job_succeeds_once_through_a_killed_worker_and_a_flaky_provider(
+    api, start_worker, wire_servers, redis_env, monkeypatch
+):
+    # an unacknowledged message comes back after 5 s instead of an hour
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT_SECONDS", "5")
+    wire_servers["google"].set_model("gemini-2.0-flash", Reply(delay_s=0.1))
+    wire_servers["google"].failure_rate("gemini-2.0-flash", 0.3, seed=3)
+    wire_servers["openai"].set_model("gpt-4.1-nano", Reply(delay_s=0.1))
+    victim = start_worker(concurrency=8)
+    survivor = start_worker(concurrency=8)
+
+    ids = [api.post("/v1/jobs", json={"request": f"What is the capital of country number {i}?"}).json()["id"]
+           for i in range(JOBS)]
+    statuses = lambda: [api.get(f"/v1/jobs/{job_id}").json()["status"] for job_id in ids]  # noqa: E731
+    deadline = time.monotonic() + 60
+    while statuses().count("succeeded") < JOBS // 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+
+    deadline = time.monotonic() + 120
+    while (current := statuses()).count("succeeded") < JOBS:
+        assert time.monotonic() < deadline, {s: current.count(s) for s in set(current)}
+        time.sleep(0.5)
+    assert survivor.process.poll() is None
+
+    records = [api.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+    redelivered = [r for r in records if r["deliveries"] >= 2]
+    assert redelivered, "the killed worker had jobs in flight; they must have run again elsewhere"
+    assert any(a["error_kind"] == "server" for r in records for a in r["attempts"])  # the provider did fail
+
+    # each job exactly once in the metrics, however often it ran
+    client = redis.Redis.from_url(redis_env, decode_responses=True)
+    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:[0-9]*")]
+    assert sum(int(b.get("requests", 0)) for b in buckets) == JOBS
+    assert sum(int(b.get("successes", 0)) for b in buckets) == JOBS
+    assert sum(1 for _ in client.scan_iter("orch:metrics:recorded:*")) == JOBS
+    served = sum(int(b.get(f"model:{m}", 0)) for b in buckets for m in ("gemini-2.0-flash", "gpt-4.1-nano"))
+    assert served == JOBS

@@ -1,0 +1,158 @@
+"""Retries, fallbacks, breakers and the cache, through the real SDKs against the wire servers and the real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from api.submission import JobRequest, propose
+from shared.breaker import CircuitBreakers, Gate
+from shared.cache import ResponseCache
+from shared.execution import ChainExhausted, Executor
+from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
+from shared.settings import get_settings, load_settings
+from tests.wire.servers import Fail, Reply
+
+QUESTION = "What is the capital of France?"  # simple tier: gemini-2.0-flash, then gpt-4.1-nano
+
+
+@pytest.fixture
+def settings(redis_env, provider_env, monkeypatch):
+    monkeypatch.setenv("ORCH_RESILIENCE__BREAKER_FAILURE_THRESHOLD", "3")
+    monkeypatch.setenv("ORCH_RESILIENCE__BREAKER_COOLDOWN_SECONDS", "1")
+    monkeypatch.setenv("ORCH_PROVIDER_TIMEOUT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    return load_settings()
+
+
+@pytest.fixture
+def client(settings):
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+@pytest.fixture
+def executor(settings, client):
+    return Executor(settings, CircuitBreakers(settings, client), ResponseCache(settings, client))
+
+
+def record_for(settings, text=QUESTION, breakers: CircuitBreakers | None = None, **options) -> JobRecord:
+    body = JobRequest(request=text, options=options)
+    proposal = propose(body, settings, open_breakers=breakers.unavailable() if breakers else set())
+    return JobRecord(id=new_job_id(), status=JobStatus.running, queue="llm.simple", created_at=time.time(),
+                     input=JobInput(request=text, options=body.options), **proposal.model_dump())
+
+
+def kinds(served_or_error) -> list[tuple[str, str | None]]:
+    return [(a.model, a.error_kind) for a in served_or_error.attempts]
+
+
+def test_rate_limit_is_retried_after_the_retry_after_delay(settings, executor, wire_servers):
+    wire_servers["google"].push(Fail(429, "slow down", headers={"Retry-After": "1"}))
+    served = executor.serve(record_for(settings))
+    assert served.model == "gemini-2.0-flash"
+    assert kinds(served) == [("gemini-2.0-flash", "rate_limit"), ("gemini-2.0-flash", None)]
+    waited = served.attempts[1].started_at - served.attempts[0].started_at
+    assert 1.0 <= waited < 1.6
+    assert served.attempts[0].status == 429
+
+
+def test_retry_after_beyond_the_limit_moves_to_the_next_model_at_once(settings, executor, wire_servers):
+    wire_servers["google"].push(Fail(429, "quota", headers={"Retry-After": "3600"}))
+    started = time.monotonic()
+    served = executor.serve(record_for(settings))
+    assert time.monotonic() - started < 1
+    assert served.model == "gpt-4.1-nano"
+    assert kinds(served) == [("gemini-2.0-flash", "rate_limit"), ("gpt-4.1-nano", None)]
+
+
+def test_timeout_is_retried(settings, executor, wire_servers):
+    wire_servers["google"].push(Reply(delay_s=2))
+    started = time.monotonic()
+    served = executor.serve(record_for(settings))
+    assert kinds(served) == [("gemini-2.0-flash", "timeout"), ("gemini-2.0-flash", None)]
+    assert served.attempts[0].duration_ms < 1000
+    assert time.monotonic() - started < 2
+
+
+def test_client_error_fails_fast_without_fallback(settings, executor, wire_servers):
+    wire_servers["google"].push(Fail(400, "Invalid value at 'contents'"))
+    with pytest.raises(ChainExhausted) as error:
+        executor.serve(record_for(settings))
+    assert "Invalid value at 'contents'" in str(error.value)
+    assert kinds(error.value) == [("gemini-2.0-flash", "client")]
+    assert wire_servers["openai"].requests == []
+
+
+def test_server_error_storm_opens_the_breaker_and_a_probe_closes_it(settings, executor, client, wire_servers):
+    breakers = executor.breakers
+    google = wire_servers["google"]
+    google.set_model("gemini-2.0-flash", Fail(500, "internal"))
+
+    first = executor.serve(record_for(settings, breakers=breakers, cache=False))
+    assert first.model == "gpt-4.1-nano"
+    assert kinds(first) == [("gemini-2.0-flash", "server")] * 3 + [("gpt-4.1-nano", None)]
+    state = {s.model: s for s in breakers.states()}["gemini-2.0-flash"]
+    assert state.state == "open" and 0 < state.reopens_in_s <= 1
+
+    # every worker now skips the model, and planning leaves it out
+    calls = len(google.requests)
+    second = executor.serve(record_for(settings, cache=False))
+    assert kinds(second) == [("gemini-2.0-flash", "breaker_open"), ("gpt-4.1-nano", None)]
+    assert len(google.requests) == calls
+    assert record_for(settings, breakers=breakers, cache=False).plan.model == "gpt-4.1-nano"
+
+    # after the cool-down a single probe goes through; the provider has recovered, so it closes the breaker
+    time.sleep(1.05)
+    google.set_model("gemini-2.0-flash", None)
+    third = executor.serve(record_for(settings, breakers=breakers, cache=False))
+    assert third.model == "gemini-2.0-flash" and kinds(third) == [("gemini-2.0-flash", None)]
+    assert {s.model: s.state for s in breakers.states()}["gemini-2.0-flash"] == "closed"
+
+
+def test_a_failed_probe_reopens_the_breaker(settings, executor, wire_servers):
+    wire_servers["google"].set_model("gemini-2.0-flash", Fail(503, "down"))
+    executor.serve(record_for(settings, cache=False))
+    time.sleep(1.05)
+    probed = executor.serve(record_for(settings, cache=False))
+    assert kinds(probed) == [("gemini-2.0-flash", "server"), ("gpt-4.1-nano", None)]  # one probe, no retries
+    assert {s.model: s.state for s in executor.breakers.states()}["gemini-2.0-flash"] == "open"
+
+
+def test_only_one_caller_wins_the_half_open_probe(settings, client):
+    breakers = CircuitBreakers(settings, client)
+    for _ in range(3):
+        breakers.failure("gpt-4o")
+    assert breakers.acquire("gpt-4o") is Gate.open
+    time.sleep(1.05)
+    gates: list[Gate] = []
+    threads = [threading.Thread(target=lambda: gates.append(breakers.acquire("gpt-4o"))) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert gates.count(Gate.probe) == 1 and gates.count(Gate.open) == 19
+
+
+def test_failures_outside_the_window_do_not_open_the_breaker(settings, client, monkeypatch):
+    monkeypatch.setenv("ORCH_RESILIENCE__BREAKER_WINDOW_SECONDS", "0.3")
+    breakers = CircuitBreakers(load_settings(), client)
+    for _ in range(2):
+        breakers.failure("gpt-4o")
+    time.sleep(0.35)
+    assert breakers.failure("gpt-4o") == "closed"
+    assert breakers.acquire("gpt-4o") is Gate.closed
+
+
+def test_identical_requests_are_served_from_the_cache(settings, executor, wire_servers):
+    first = executor.serve(record_for(settings))
+    second = executor.serve(record_for(settings))
+    assert not first.cache_hit and second.cache_hit
+    assert second.completion == first.completion
+    assert len(wire_servers["google"].requests) == 1
+    assert kinds(second) == [("gemini-2.0-flash", "cache_hit")]
+    # opting out calls the provider again
+    third = executor.serve(record_for(settings, cache=False))
+    assert not third.cache_hit and len(wire_servers["google"].requests) == 2
