@@ -1,6 +1,7 @@
 """Circuit breakers per model, kept in Redis so every worker on every machine sees the same state.
 
-A breaker opens after `threshold` failures within `window` seconds. While open, nobody calls the model and planning
+A breaker opens after `threshold` failures within `window` seconds, if they are also at least `ratio` of the calls
+in that window: a busy model failing 1% of a thousand calls a minute is healthy, and retries handle it. While open, nobody calls the model and planning
 skips it. After `cooldown` seconds it is half-open: exactly one caller wins the probe (a `SET NX` lock); its success
 closes the breaker, its failure opens it for another cooldown. Every transition is one Lua script, so two workers
 failing at once cannot both open, or both probe. Times come from the Redis server's clock, not the workers'.
@@ -8,7 +9,6 @@ failing at once cannot both open, or both probe. Times come from the Redis serve
 
 from __future__ import annotations
 
-import uuid
 from enum import StrEnum
 
 import redis
@@ -46,8 +46,28 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 'probe' end
 return 'open'
 """
 
-# KEYS: open hash, failures zset, probe lock. ARGV: model, window s, threshold, cooldown s, unique member.
-_FAILURE = _NOW + """
+# Calls are counted per slice of the window (a sixth of it) in one hash per model: fields "f:<slice>", "o:<slice>".
+_COUNTS = """
+local slices = 6
+local slice = math.floor(now / (tonumber(ARGV[2]) / slices))
+local function total(prefix)
+  local sum = 0
+  for i = slice - slices + 1, slice do sum = sum + tonumber(redis.call('HGET', KEYS[2], prefix .. i) or '0') end
+  return sum
+end
+local function count(prefix)
+  redis.call('HINCRBY', KEYS[2], prefix .. slice, 1)
+  redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2]) * 2))
+  if redis.call('HLEN', KEYS[2]) > 4 * slices then
+    for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+      if tonumber(string.sub(field, 3)) <= slice - slices then redis.call('HDEL', KEYS[2], field) end
+    end
+  end
+end
+"""
+
+# KEYS: open hash, counts hash, probe lock. ARGV: model, window s, threshold, cooldown s, ratio.
+_FAILURE = _NOW + _COUNTS + """
 local reopen = redis.call('HGET', KEYS[1], ARGV[1])
 if reopen then
   if now >= tonumber(reopen) then
@@ -57,10 +77,9 @@ if reopen then
   end
   return 'open'
 end
-redis.call('ZADD', KEYS[2], now, ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[2]))
-redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2])))
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+count('f:')
+local failures = total('f:')
+if failures >= tonumber(ARGV[3]) and failures >= tonumber(ARGV[5]) * (failures + total('o:')) then
   redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[4]))
   redis.call('DEL', KEYS[2])
   return 'opened'
@@ -68,12 +87,13 @@ end
 return 'closed'
 """
 
-# KEYS: open hash, failures zset, probe lock. ARGV: model.
-_SUCCESS = """
+# KEYS: open hash, counts hash, probe lock. ARGV: model, window s.
+_SUCCESS = _NOW + _COUNTS + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2], KEYS[3])
   return 'closed_now'
 end
+count('o:')
 return 'closed'
 """
 
@@ -88,8 +108,8 @@ class CircuitBreakers:
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
 
-    def _failures(self, model: str) -> str:
-        return key(self.settings, "breaker", model, "failures")
+    def _counts(self, model: str) -> str:
+        return key(self.settings, "breaker", model, "counts")
 
     def _probe(self, model: str) -> str:
         return key(self.settings, "breaker", model, "probe")
@@ -103,13 +123,14 @@ class CircuitBreakers:
         """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
         policy = self.policy
         return self._failure(
-            keys=[self._open, self._failures(model), self._probe(model)],
+            keys=[self._open, self._counts(model), self._probe(model)],
             args=[model, policy.breaker_window_seconds, policy.breaker_failure_threshold,
-                  policy.breaker_cooldown_seconds, uuid.uuid4().hex],
+                  policy.breaker_cooldown_seconds, policy.breaker_failure_ratio],
         )
 
     def success(self, model: str) -> None:
-        self._success(keys=[self._open, self._failures(model), self._probe(model)], args=[model])
+        self._success(keys=[self._open, self._counts(model), self._probe(model)],
+                      args=[model, self.policy.breaker_window_seconds])
 
     def unavailable(self) -> set[str]:
         """Models whose breaker is open and not yet due for a probe: planning leaves them out."""
@@ -126,11 +147,14 @@ class CircuitBreakers:
             pipe.hgetall(self._open)
             pipe.time()
             for model in models:
-                pipe.zcount(self._failures(model), "-inf", "+inf")
-            opened, (seconds, micros), *failures = pipe.execute()
+                pipe.hgetall(self._counts(model))
+            opened, (seconds, micros), *counts = pipe.execute()
         now = seconds + micros / 1e6
         states = []
-        for model, count in zip(models, failures, strict=True):
+        slice_seconds = self.policy.breaker_window_seconds / 6
+        recent = int(now // slice_seconds) - 6
+        for model, fields in zip(models, counts, strict=True):
+            count = sum(int(v) for f, v in fields.items() if f.startswith("f:") and int(f[2:]) > recent)
             reopen = float(opened[model]) if model in opened else None
             state = "closed" if reopen is None else "open" if reopen > now else "half_open"
             states.append(BreakerState(

@@ -89,6 +89,9 @@ class Resilience(BaseModel):
         30.0, ge=0, description="A Retry-After longer than this moves on to the next model instead of waiting."
     )
     breaker_failure_threshold: int = Field(5, ge=1, description="Failures within the window that open a breaker.")
+    breaker_failure_ratio: float = Field(
+        0.5, ge=0, le=1, description="...and at least this share of the window's calls, so busy models stay usable."
+    )
     breaker_window_seconds: float = Field(60.0, gt=0)
     breaker_cooldown_seconds: float = Field(30.0, gt=0, description="Open time before a single probe is let through.")
 

