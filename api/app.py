@@ -19,7 +19,8 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from api.submission import JobRequest, NoProviderConfigured, Proposal, propose, submit
+from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.routing import PlanningError
@@ -84,6 +85,10 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:
         return JSONResponse({"detail": str(error), "rejected": error.reasons}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(UnknownDocument)
+    async def unknown_document(_: Request, error: UnknownDocument) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status.HTTP_404_NOT_FOUND)
 
     @app.exception_handler(NoProviderConfigured)
     async def no_provider(_: Request, error: NoProviderConfigured) -> JSONResponse:
@@ -156,6 +161,32 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             return JSONResponse(JobAccepted.of(finished).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
         return finished
 
+    @app.post(
+        "/v1/documents",
+        status_code=status.HTTP_201_CREATED,
+        response_model=DocumentInfo,
+        tags=["documents"],
+        responses={413: {"description": "Too large"}, 415: {"description": "Not UTF-8 text"}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "string", "format": "binary"}}, "required": ["file"]}},
+            "application/json": {"schema": {"type": "object", "properties": {"text": {"type": "string"}},
+                                             "required": ["text"]}},
+        }}},
+    )
+    async def upload_document(request: Request) -> DocumentInfo:
+        """Store a document (raw text body, a multipart `file`, or JSON `{"text": ...}`); its id is its sha256."""
+        text = await _document_from(request, settings.document_processing.max_document_bytes)
+        return await run_in_threadpool(DocumentStore(settings).put, text)
+
+    @app.get("/v1/documents/{document_id}", response_model=DocumentInfo, tags=["documents"])
+    def get_document(document_id: str) -> DocumentInfo:
+        info = DocumentStore(settings).info(document_id)
+        if info is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {document_id} (unknown or expired)")
+        return info
+
     @app.post("/v1/analyze", response_model=Proposal, tags=["analysis"])
     def analyze_request(body: JobRequest) -> Proposal:
         """Intent, complexity, tokens and the plan (model, fallbacks, estimated and baseline cost); runs nothing."""
@@ -175,6 +206,38 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         return JSONResponse(body, status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
     return app
+
+
+async def _document_from(request: Request, limit: int) -> str:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 4096:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"document larger than the limit of {limit:,} bytes")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "multipart upload needs a `file` field")
+        data, name = await upload.read(limit + 1), upload.filename or "file"
+    elif kind == "application/json":
+        try:
+            payload = await request.json()
+        except ValueError:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body is not valid JSON") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("text"), str):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, 'JSON body must be {"text": "..."}')
+        data, name = payload["text"].encode("utf-8"), "document"
+    else:
+        data, name = await request.body(), "document"
+    if len(data) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"document larger than the limit of {limit:,} bytes")
+    try:
+        text = decode_text(data, name)
+    except NotText as error:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(error)) from None
+    if not text.strip():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "document is empty")
+    return text
 
 
 def _readiness(settings: Settings, celery: Celery) -> dict[str, str]:

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="preferred model (repeatable)")
         command.add_argument("--max-cost", type=float, help="maximum estimated cost in USD")
         command.add_argument("--max-tokens", type=int, help="maximum output tokens")
+        command.add_argument("--document", type=Path, help="a text file the request is about")
+        command.add_argument("--strategy", choices=["auto", "extractive", "hierarchical", "semantic", "hybrid"],
+                             help="how to compress a document that does not fit the model")
 
     analyze = commands.add_parser("analyze", help="show intent, complexity, tokens and the plan; runs nothing")
     analyze.add_argument("text", nargs="?", help="the request")
@@ -79,11 +82,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _job_request(args: argparse.Namespace, text: str) -> Any:
     from api.submission import JobRequest
+    from shared.documents import decode_text
 
+    document = decode_text(args.document.read_bytes(), str(args.document)) if args.document else None
     return JobRequest(
         request=text,
         context=args.context,
-        options={"preferred_models": args.preferred_models, "max_cost": args.max_cost, "max_tokens": args.max_tokens},
+        document=document,
+        options={"preferred_models": args.preferred_models, "max_cost": args.max_cost, "max_tokens": args.max_tokens,
+                 "strategy": args.strategy},
     )
 
 
@@ -127,7 +134,7 @@ def _analyze(args: argparse.Namespace) -> int:
         return 2
     try:
         proposal = propose(_job_request(args, args.text), settings, require_keys=False)
-    except (ValidationError, PlanningError) as error:
+    except (ValidationError, PlanningError, OSError, ValueError) as error:
         errors.print(f"[red]cannot plan[/red]: {_error_text(error)}")
         return 1
     if args.json:
@@ -153,7 +160,9 @@ def _print_proposal(proposal: Any) -> None:
         ("intent", f"{summary['intent']}"),
         ("complexity", f"{summary['tier']} (score {summary['complexity_score']:.2f})"),
         ("tokens", f"request {tokens.request}, context {tokens.context}, document {tokens.document}"),
-        ("model", f"{summary['model']}  ({summary['reason']})"),
+        ("model", f"{summary['model']}  ({summary['reason']})"
+                  + (f"; document compressed to {proposal.plan.document_budget_tokens:,} tokens"
+                     if proposal.plan.preprocess else "")),
         ("fallbacks", ", ".join(summary["fallbacks"]) or "-"),
         ("estimate", f"{summary['estimated_tokens']:,} tokens, ${summary['estimated_cost_usd']:.6f}"),
         ("baseline", f"{summary['baseline_model']}: {summary['baseline_tokens']:,} tokens, "
@@ -194,9 +203,12 @@ def _run(args: argparse.Namespace) -> int:
     from shared.jobs import JobStore
 
     settings = get_settings()
-    body = _job_request(args, args.text)
     try:
+        body = _job_request(args, args.text)
         proposal = propose(body, settings, require_keys=False)
+    except (ValidationError, OSError, ValueError) as error:
+        errors.print(f"[red]bad request[/red]: {_error_text(error)}")
+        return 1
     except PlanningError as error:
         errors.print(f"[red]cannot plan[/red]: {error}")
         return 1
@@ -260,7 +272,10 @@ def _worker(args: argparse.Namespace) -> int:
     from workers.celery_app import app
 
     concurrency = args.concurrency or (settings.worker_concurrency if args.pool in ("threads", "gevent") else None)
-    argv = ["worker", "--queues", args.queues, "--pool", args.pool, "--loglevel", args.loglevel, "-E"]
+    # A node name per process: Flower, remote control and the job records tell workers apart by it.
+    name = f"{args.queues.split(',')[0].split('.')[0]}-{os.getpid()}@%h"
+    argv = ["worker", "--queues", args.queues, "--pool", args.pool, "--loglevel", args.loglevel, "-E",
+            "--hostname", name]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)

@@ -1,7 +1,7 @@
 """From a validated request to a queued job: analyse, plan, store the record, enqueue its id.
 
 The HTTP API, the CLI and the MCP server all submit through here, so a request is planned the same way whatever
-door it came in by.
+door it came in by. A document is stored once under its content hash; the job and its tasks carry the hash.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ import time
 from typing import Any
 
 from celery import Celery
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from shared.analysis import Analysis, RequestOptions, analyze
 from shared.breaker import CircuitBreakers
-from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, new_job_id
+from shared.compression import Preprocessing, choose_strategy, preprocessor_chain, summary_key
+from shared.documents import DocumentInfo, DocumentStore
+from shared.jobs import DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.routing import Constraints, Plan, PlanningError, plan
 from shared.settings import Settings
-from workers.celery_app import EXECUTE_TASK, queue_for
+from shared.tokens import count_tokens
+from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, queue_for
 
 MAX_REQUEST_CHARS = 200_000
 
@@ -41,10 +44,24 @@ class JobRequest(BaseModel):
     request: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS, description="What to do, in plain language.")
     context: dict[str, Any] = Field(default_factory=dict, description="Facts the model needs, as key/value pairs.")
     options: RequestOptions = Field(default_factory=RequestOptions)
+    document: str | None = Field(None, description="A document to work on, inline (stored once by content hash).")
+    document_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="The id of a document uploaded with POST /v1/documents."
+    )
+
+    @model_validator(mode="after")
+    def _one_document(self) -> JobRequest:
+        if self.document is not None and self.document_id is not None:
+            raise ValueError("give either document or document_id, not both")
+        return self
 
 
 class NoProviderConfigured(Exception):
     """No provider account has a key: nothing can run until the operator sets one."""
+
+
+class UnknownDocument(LookupError):
+    pass
 
 
 class Proposal(BaseModel):
@@ -53,14 +70,20 @@ class Proposal(BaseModel):
 
 
 def propose(
-    body: JobRequest, settings: Settings, require_keys: bool = True, open_breakers: set[str] = frozenset()
+    body: JobRequest,
+    settings: Settings,
+    require_keys: bool = True,
+    open_breakers: set[str] = frozenset(),
+    document_tokens: int | None = None,
 ) -> Proposal:
     """Analyse and plan among the providers that have a key.
 
     With no key at all, `require_keys` makes that an error (nothing could run); without it the plan is made over
     the whole catalog, so `analyze` still shows what would be chosen once a key is set.
     """
-    analysis = analyze(body.request, body.context, body.options, settings)
+    if document_tokens is None and body.document:
+        document_tokens = count_tokens(body.document)
+    analysis = analyze(body.request, body.context, body.options, settings, document_tokens=document_tokens or 0)
     usable: set[str] | None = settings.usable_providers()
     if not usable:
         if require_keys:
@@ -70,22 +93,62 @@ def propose(
     return Proposal(analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens))
 
 
+def stored_document(body: JobRequest, documents: DocumentStore) -> DocumentInfo | None:
+    if body.document is not None:
+        return documents.put(body.document)
+    if body.document_id is not None:
+        info = documents.info(body.document_id)
+        if info is None:
+            raise UnknownDocument(f"no document {body.document_id} (unknown or expired): upload it again")
+        return info
+    return None
+
+
 def submit(body: JobRequest, settings: Settings, store: JobStore, celery: Celery) -> JobRecord:
-    """Plan (skipping models whose breaker is open), record the job, and put its id on its tier's queue."""
-    proposal = propose(body, settings, open_breakers=CircuitBreakers(settings, store.redis).unavailable())
-    queue = queue_for(proposal.plan.tier)
+    """Plan (skipping models whose breaker is open), record the job, and queue it: straight to its tier's queue,
+    or through `preprocess` when its document must be compressed to fit the chosen model."""
+    document = stored_document(body, DocumentStore(settings))
+    open_breakers = CircuitBreakers(settings, store.redis).unavailable()
+    proposal = propose(body, settings, open_breakers=open_breakers,
+                       document_tokens=document.tokens if document else None)
     record = JobRecord(
         id=new_job_id(),
         status=JobStatus.queued,
-        queue=queue,
+        queue=queue_for(proposal.plan.tier),
         created_at=time.time(),
         input=JobInput(request=body.request, context=body.context, options=body.options),
-        analysis=proposal.analysis,
-        plan=proposal.plan,
+        document=DocumentUse(id=document.id, original_tokens=document.tokens) if document else None,
+        **proposal.model_dump(),
     )
+    if not (document and proposal.plan.preprocess):
+        if record.document:
+            record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
+        store.create(record)
+        celery.send_task(EXECUTE_TASK, args=[record.id], queue=record.queue, task_id=record.id)
+        return record
+
+    chain = preprocessor_chain(settings, settings.usable_providers(), open_breakers)
+    requested = body.options.strategy or settings.document_processing.default_strategy
+    strategy, reason = choose_strategy(requested, proposal.analysis, body.request, llm_available=bool(chain))
+    budget = proposal.plan.document_budget_tokens or settings.document_processing.max_direct_tokens
+    work = Preprocessing(
+        document_id=document.id,
+        strategy=strategy,
+        query=body.request,
+        budget=budget,
+        cache_key=summary_key(settings, document.id, strategy, body.request, budget),
+        llm_chain=chain if strategy.needs_llm else [],
+        job_id=record.id,
+        tier=proposal.plan.tier,
+    )
+    record.document.strategy, record.document.strategy_reason = strategy, reason
+    record.document.budget_tokens = budget
+    record.stage, record.queue = "queued for preprocessing", PREPROCESS_QUEUE
     store.create(record)
-    celery.send_task(EXECUTE_TASK, args=[record.id], queue=queue, task_id=record.id)
+    celery.send_task(PREPROCESS_TASK, args=[work.model_dump(mode="json")], queue=PREPROCESS_QUEUE, task_id=record.id)
     return record
 
 
-__all__ = ["JobRequest", "NoProviderConfigured", "PlanningError", "Proposal", "propose", "submit"]
+__all__ = [
+    "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
+]

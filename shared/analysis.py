@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +39,9 @@ class RequestOptions(BaseModel):
     tier: Tier | None = Field(None, description="Force a complexity tier instead of the analysed one.")
     temperature: float | None = Field(None, ge=0, le=2)
     cache: bool = Field(True, description="Answer from the exact-match response cache when possible.")
+    strategy: Literal["auto", "extractive", "hierarchical", "semantic", "hybrid"] | None = Field(
+        None, description="How to compress a document that does not fit the model (default: configured, auto)."
+    )
 
 
 class TokenCounts(BaseModel):

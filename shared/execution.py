@@ -45,13 +45,15 @@ class Cancelled(Exception):
         self.attempts = attempts
 
 
-def provider_request(record: JobRecord, model: str, settings: Settings) -> ProviderRequest:
+def provider_request(
+    record: JobRecord, model: str, settings: Settings, document: str | None = None
+) -> ProviderRequest:
     spec = settings.models[model]
     job = record.input
     return ProviderRequest(
         model=spec.provider_model or model,
         system=system_prompt(record.analysis.intent, record.plan.tier),
-        messages=[Message(role="user", content=user_prompt(job.request, job.context))],
+        messages=[Message(role="user", content=user_prompt(job.request, job.context, document))],
         max_tokens=min(record.plan.max_output_tokens, spec.max_output_tokens),
         temperature=job.options.temperature,
         timeout_s=settings.provider_timeout_seconds,
@@ -73,12 +75,30 @@ class Executor:
         self.cache = cache
         self.sleep = sleep
 
-    def serve(self, record: JobRecord, cancelled: Callable[[], bool] = lambda: False) -> Served:
+    def serve(
+        self, record: JobRecord, document: str | None = None, cancelled: Callable[[], bool] = lambda: False
+    ) -> Served:
+        """Answer a job along its plan's chain; `document` is the (possibly compressed) document text."""
+        return self.complete(
+            record.plan.chain,
+            lambda model: provider_request(record, model, self.settings, document),
+            use_cache=record.input.options.cache,
+            cancelled=cancelled,
+        )
+
+    def complete(
+        self,
+        chain: list[str],
+        request_for: Callable[[str], ProviderRequest],
+        use_cache: bool = True,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Served:
+        """Call `chain` in order, each model with its own request, until one answers."""
         attempts: list[Attempt] = []
-        use_cache = self.cache is not None and record.input.options.cache
-        for model in record.plan.chain:
+        use_cache = self.cache is not None and use_cache
+        for model in chain:
             provider = self.settings.models[model].provider
-            request = provider_request(record, model, self.settings)
+            request = request_for(model)
             if use_cache and (hit := self.cache.get(model, request)):
                 attempts.append(_attempt(model, provider, 1, time.time(), ok=True, kind="cache_hit"))
                 return Served(completion=hit, model=model, provider=provider, attempts=attempts, cache_hit=True)

@@ -56,6 +56,24 @@ class Attempt(BaseModel):
     duration_ms: float
 
 
+class DocumentUse(BaseModel):
+    """The job's document: how big it was, how it was compressed, what the model read."""
+
+    id: str
+    original_tokens: int
+    strategy: str | None = Field(None, description="None when the document was sent whole.")
+    strategy_reason: str | None = None
+    budget_tokens: int | None = None
+    sent_tokens: int | None = None
+    tokens_saved: int | None = None
+    chunks: int | None = None
+    preprocessing_cost_usd: float = 0.0
+    summary_cache_hit: bool | None = None
+    summary_key: str | None = None
+    workers: list[str] = Field(default_factory=list, description="Workers that processed the chunks.")
+    note: str = ""
+
+
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int
@@ -67,11 +85,14 @@ class JobRecord(BaseModel):
     status: JobStatus
     progress: float = Field(0.0, ge=0, le=1)
     stage: str = "queued"
+    chunks_done: int = 0
+    chunks_total: int | None = None
     queue: str
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
     input: JobInput
+    document: DocumentUse | None = None
     analysis: Analysis
     plan: Plan
     result: str | None = None
@@ -130,11 +151,25 @@ return 1
 """
 
 
+# One chunk of the job's document is done: count it and set progress and stage in one step, so concurrent chunk
+# tasks never move progress backwards. KEYS[1] the record; ARGV[1] total chunks, ARGV[2] share of progress.
+_CHUNK_DONE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return -1 end
+local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+local total = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'progress', string.format('%.4f', tonumber(ARGV[2]) * done / total),
+           'stage', '"preprocessing chunk ' .. done .. '/' .. total .. '"')
+return done
+"""
+
+
 class JobStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or redis_client(settings)
         self._update = self.redis.register_script(_UPDATE_UNFINISHED)
+        self._chunk_done = self.redis.register_script(_CHUNK_DONE)
 
     def _key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id)
@@ -169,6 +204,10 @@ class JobStore:
                 value = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in value]
             pairs += [name, json.dumps(value)]
         return bool(self._update(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *pairs]))
+
+    def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
+        """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""
+        return int(self._chunk_done(keys=[self._key(job_id)], args=[total, share]))
 
     def mark_done(self, job_id: str) -> None:
         """Wake whoever waits on this job (`wait`); the token outlives any reasonable wait."""

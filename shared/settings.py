@@ -72,12 +72,23 @@ class ChunkingSettings(BaseModel):
     min_chunk_size: int = Field(500, gt=0)
     overlap_size: int = Field(200, ge=0)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ChunkingSettings:
+        if not self.min_chunk_size <= self.default_chunk_size <= self.max_chunk_size:
+            raise ValueError("need min_chunk_size <= default_chunk_size <= max_chunk_size")
+        if self.overlap_size >= self.default_chunk_size:
+            raise ValueError("overlap_size must be smaller than default_chunk_size")
+        return self
+
 
 class DocumentProcessing(BaseModel):
     enable_preprocessing: bool = True
     max_direct_tokens: int = Field(100_000, gt=0)
     preprocessor_model: str = "gemini-2.0-flash"
-    cache_ttl_seconds: int = Field(86_400, gt=0)
+    cache_ttl_seconds: int = Field(86_400, gt=0, description="How long compressed documents are reused.")
+    document_ttl_seconds: int = Field(86_400, gt=0, description="How long stored documents are kept.")
+    max_document_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    default_strategy: Literal["auto", "extractive", "hierarchical", "semantic", "hybrid"] = "auto"
     chunking: ChunkingSettings = ChunkingSettings()
 
 
@@ -259,7 +270,8 @@ def _describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         top = str(item["loc"][0]) if item["loc"] else message.split(".", 1)[0].split(":", 1)[0]
         origin = origins.get(top)
-        where = f"{origin}: " if origin and f"ORCH_{top.upper()}" not in os.environ else ""
+        from_environment = any(name.startswith(f"ORCH_{top.upper()}") for name in os.environ)
+        where = f"{origin} or ORCH_{top.upper()}*: " if origin and from_environment else f"{origin}: " if origin else ""
         lines.append(f"{where}{location}: {message}" if location else f"{where}{message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

@@ -14,17 +14,18 @@ class StoreUnavailable(Exception):
 
 
 @functools.lru_cache(maxsize=8)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, socket_connect_timeout=2)
+def _client(url: str, decode: bool) -> redis.Redis:
+    return redis.Redis.from_url(url, decode_responses=decode, health_check_interval=30, socket_connect_timeout=2)
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: Settings, decode: bool = True) -> redis.Redis:
+    """The process's client for the configured Redis; `decode=False` returns bytes (document contents)."""
     if not settings.redis_url:
         raise StoreUnavailable(
             "no Redis configured: set ORCH_REDIS_URL, or start through `orchestrator serve` / `orchestrator run`, "
             "which start the embedded server"
         )
-    return _client(settings.redis_url)
+    return _client(settings.redis_url, decode)
 
 
 def key(settings: Settings, *parts: str) -> str:

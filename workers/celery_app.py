@@ -13,6 +13,7 @@ LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
 PREPROCESS_QUEUE = "preprocess"
 ALL_QUEUES = (*LLM_QUEUES, PREPROCESS_QUEUE)
 EXECUTE_TASK = "orchestrator.execute"
+PREPROCESS_TASK = "orchestrator.preprocess"
 
 
 def queue_for(tier: Tier | str) -> str:
@@ -50,5 +51,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("orchestrator", include=["workers.tasks"])
+app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess"])
 app.conf.update(celery_config(get_settings()))

@@ -7,7 +7,6 @@ nor counts one twice. A job cancelled while it runs stops before its next provid
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -15,34 +14,18 @@ from celery import Task
 from celery.utils.log import get_task_logger
 
 from shared.accounting import bill
-from shared.breaker import CircuitBreakers
-from shared.cache import ResponseCache
-from shared.execution import Cancelled, ChainExhausted, Executor
+from shared.execution import Cancelled, ChainExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore, Usage
-from shared.metrics import MetricsRecorder
-from shared.settings import get_settings
-from shared.store import redis_client
 from workers.celery_app import EXECUTE_TASK, app
+from workers.runtime import services
 
 log = get_task_logger(__name__)
 
 
-@functools.cache
-def _services() -> tuple[JobStore, Executor, MetricsRecorder]:
-    """This worker process's collaborators, over one connection pool."""
-    settings = get_settings()
-    client = redis_client(settings)
-    cache = ResponseCache(settings, client) if settings.response_cache.enabled else None
-    return (
-        JobStore(settings, client),
-        Executor(settings, CircuitBreakers(settings, client), cache),
-        MetricsRecorder(settings, client),
-    )
-
-
 @app.task(name=EXECUTE_TASK, bind=True)
 def execute_job(self: Task, job_id: str) -> dict[str, Any]:
-    store, executor, metrics = _services()
+    runtime = services()
+    store, executor, metrics = runtime.jobs, runtime.executor, runtime.metrics
     record = store.get(job_id)
     if record is None:
         log.warning("job %s has no record (expired or deleted); dropping", job_id)
@@ -62,7 +45,8 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         worker=f"{self.request.hostname} ({delivery.get('routing_key', '?')})",
     )
     try:
-        served = executor.serve(record, cancelled=lambda: store.status(job_id) == JobStatus.cancelled)
+        document = _document_text(record)
+        served = executor.serve(record, document, cancelled=lambda: store.status(job_id) == JobStatus.cancelled)
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
@@ -72,6 +56,7 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)
         charge = bill(record.plan, served.model, sent_in, sent_out, settings=executor.settings,
                       answer_tokens=completion.output_tokens)
+        preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
         finished = _finish(
             store,
             job_id,
@@ -81,16 +66,34 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
             provider_used=served.provider,
             cache_hit=served.cache_hit,
             usage=Usage(input_tokens=sent_in, output_tokens=sent_out, reported_by_provider=completion.usage_reported),
-            cost_usd=charge.cost_usd,
+            cost_usd=charge.cost_usd + preprocessing,
             baseline_cost_usd=charge.baseline_cost_usd,
-            savings_usd=charge.savings_usd,
-            savings_pct=charge.savings_pct,
+            savings_usd=charge.savings_usd - preprocessing,
+            savings_pct=100 * (charge.savings_usd - preprocessing) / charge.baseline_cost_usd
+            if charge.baseline_cost_usd else 0.0,
             attempts=served.attempts,
         )
     if finished is not None:
         metrics.record(finished.outcome())
         return {"job_id": job_id, "status": finished.status}
     return {"job_id": job_id, "status": "superseded"}
+
+
+def _document_text(record: JobRecord) -> str | None:
+    """The document as the model reads it: its compressed form when it was preprocessed, else whole."""
+    use = record.document
+    if use is None:
+        return None
+    runtime = services()
+    if use.summary_key:
+        compressed = runtime.summaries.get(use.summary_key)
+        if compressed is None:
+            raise ChainExhausted("the compressed document expired before the model could read it; resubmit", [])
+        return compressed.text
+    text = runtime.documents.text(use.id)
+    if text is None:
+        raise ChainExhausted(f"document {use.id} expired before the model could read it; upload it again", [])
+    return text
 
 
 def _finish(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:

@@ -1,0 +1,191 @@
+"""Document compression: which strategy, what the result is, and the cache that makes a repeated query free.
+
+Strategies:
+- `extractive`: the passages most relevant to the request, in order, with their source offsets. No LLM.
+- `semantic`: the same statistics, taken round-robin across topic segments, so every topic keeps a voice. No LLM.
+- `hierarchical`: each chunk summarised by the cheap long-context model, summaries reduced level by level until
+  they fit the budget.
+- `hybrid`: the most relevant passages verbatim (half the budget), then summaries of the chunks they leave out.
+
+`auto` takes extractive for questions that look something up, hierarchical for summaries and overviews, hybrid
+for the rest; anything needing an LLM falls back to extractive when no provider key can serve the preprocessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from enum import StrEnum
+
+import redis
+from pydantic import BaseModel
+
+from shared.analysis import Analysis, Intent
+from shared.execution import Executor, Served
+from shared.extractive import SEPARATOR, ChunkStats, query_terms, select
+from shared.providers import Message, ProviderRequest
+from shared.settings import Settings, Tier
+from shared.store import key
+from shared.tokens import count_tokens
+
+
+class Strategy(StrEnum):
+    extractive = "extractive"
+    hierarchical = "hierarchical"
+    semantic = "semantic"
+    hybrid = "hybrid"
+
+    @property
+    def needs_llm(self) -> bool:
+        return self in (Strategy.hierarchical, Strategy.hybrid)
+
+
+_SUMMARY_WORDS = re.compile(r"\b(summar\w*|overview|tl;?dr|gist|outline|recap|digest)\b", re.IGNORECASE)
+
+
+def choose_strategy(
+    requested: str | None, analysis: Analysis, request: str, llm_available: bool
+) -> tuple[Strategy, str]:
+    """The strategy to run and why; never one that needs an LLM when none can be called."""
+    if requested and requested != "auto":
+        strategy = Strategy(requested)
+        if strategy.needs_llm and not llm_available:
+            return Strategy.extractive, f"{strategy} needs an LLM and no preprocessor model is usable"
+        return strategy, "requested"
+    if _SUMMARY_WORDS.search(request):
+        wanted, why = Strategy.hierarchical, "the request asks for a summary"
+    elif analysis.intent in (Intent.search, Intent.read):
+        wanted, why = Strategy.extractive, f"a {analysis.intent} request looks passages up"
+    else:
+        wanted, why = Strategy.hybrid, f"an {analysis.intent} request needs detail and coverage"
+    if wanted.needs_llm and not llm_available:
+        return Strategy.extractive, f"{why}, but no preprocessor model is usable"
+    return wanted, why
+
+
+class Preprocessing(BaseModel):
+    """What the preprocessing tasks carry: references and numbers, never the document."""
+
+    document_id: str
+    strategy: Strategy
+    query: str
+    budget: int
+    cache_key: str
+    llm_chain: list[str] = []
+    job_id: str | None = None
+    tier: str | None = None
+
+
+class Compressed(BaseModel):
+    """A document reduced to fit a budget: the text the model reads, and where it came from."""
+
+    document_id: str
+    strategy: Strategy
+    text: str
+    tokens: int
+    original_tokens: int
+    chunks: int
+    passages: list[tuple[int, int]] = []  # source byte ranges of verbatim passages, in document order
+    cost_usd: float = 0.0  # what the chunk summaries cost
+    note: str = ""
+
+
+def summary_key(settings: Settings, document_id: str, strategy: Strategy, query: str, budget: int) -> str:
+    normalised = " ".join(query.lower().split())
+    digest = hashlib.sha256(json.dumps([document_id, strategy, normalised, budget]).encode()).hexdigest()
+    return key(settings, "summary", digest)
+
+
+class SummaryCache:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = client
+
+    def get(self, cache_key: str) -> Compressed | None:
+        raw = self.redis.get(cache_key)
+        return Compressed.model_validate_json(raw) if raw else None
+
+    def put(self, cache_key: str, compressed: Compressed) -> None:
+        ttl = self.settings.document_processing.cache_ttl_seconds
+        self.redis.set(cache_key, compressed.model_dump_json(), ex=ttl)
+
+
+def preprocessor_chain(settings: Settings, usable_providers: set[str], open_breakers: set[str]) -> list[str]:
+    """Models that may summarise chunks: the configured preprocessor first, then the simple tier's chain."""
+    candidates = [settings.document_processing.preprocessor_model, *settings.execution[Tier.simple].models]
+    return [
+        model
+        for model in dict.fromkeys(candidates)
+        if settings.models[model].provider in usable_providers and model not in open_breakers
+    ]
+
+
+_SUMMARY_SYSTEM = (
+    "Summarise the given part of a larger document faithfully and densely. Keep names, numbers, dates, "
+    "identifiers and anything relevant to the focus. No preamble."
+)
+
+
+def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str) -> Served:
+    """One summary by the first model of `chain` that answers (retries, breakers and cache included)."""
+    def request_for(model: str) -> ProviderRequest:
+        return ProviderRequest(
+            model=executor.settings.models[model].provider_model or model,
+            system=_SUMMARY_SYSTEM,
+            messages=[Message(role="user", content=f"Focus: {focus}\nPart {part}, at most {max_tokens} tokens:\n"
+                                                   f"<<<\n{text}\n>>>")],
+            max_tokens=max_tokens,
+            timeout_s=executor.settings.provider_timeout_seconds,
+        )
+
+    return executor.complete(chain, request_for)
+
+
+def compose(
+    strategy: Strategy,
+    stats: list[ChunkStats],
+    summaries: dict[int, str],
+    query: str,
+    budget: int,
+    read: Callable[[int, int], str],
+) -> tuple[str, list[tuple[int, int]], str]:
+    """The compressed text, the verbatim source ranges it keeps, and a note when a strategy had to fall back."""
+    terms = query_terms(query)
+    note = ""
+    if strategy.needs_llm and len(summaries) < len(stats):
+        note = f"{len(stats) - len(summaries)} of {len(stats)} chunk summaries failed; fell back to extractive"
+        strategy = Strategy.extractive
+    if strategy is Strategy.hierarchical:
+        parts = [f"[part {chunk + 1}/{len(stats)}] {summaries[chunk]}" for chunk in sorted(summaries)]
+        return "\n\n".join(parts), [], note
+    share = budget // 2 if strategy is Strategy.hybrid else budget
+    selected = select(stats, terms, share, by_topic=strategy is Strategy.semantic)
+    ranges = _merge([(p.start_byte, p.end_byte) for p in selected])
+    text = SEPARATOR.join(read(start, end) for start, end in ranges)
+    if strategy is Strategy.hybrid:
+        covered = {s.chunk for s in stats for p in s.passages if any(a <= p[0] < b for a, b in ranges)}
+        room = budget - count_tokens(text)
+        extra = []
+        for chunk in sorted(summaries):
+            if chunk not in covered:
+                line = f"[summary of part {chunk + 1}/{len(stats)}] {summaries[chunk]}"
+                cost = count_tokens(line) + 2
+                if cost <= room:
+                    extra.append(line)
+                    room -= cost
+        if extra:
+            text = text + "\n\n" + "\n\n".join(extra)
+    return text, ranges, note
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent passages become one range, so the model reads them as the continuous text they are."""
+    merged: list[tuple[int, int]] = []
+    for start, end in ranges:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged

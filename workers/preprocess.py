@@ -1,0 +1,176 @@
+"""Document preprocessing on the `preprocess` queue: chunk, map the chunks in parallel, reduce to the budget.
+
+`preprocess` chunks the stored document and fans out one `map_chunk` per chunk as a Celery chord; every worker
+listening on `preprocess` takes chunks. Each map task reads only its chunk's bytes from Redis and returns a few
+KB (passage statistics, and a summary when the strategy uses an LLM). `reduce_chunks` builds the compressed text,
+caches it under (document, strategy, query, budget), and hands the job on to its `llm.<tier>` queue. A repeated
+query on the same document finds the cache in `preprocess` and skips all chunk work.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import chord
+from celery.utils.log import get_task_logger
+
+from shared.chunking import chunks_for
+from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize
+from shared.execution import ChainExhausted
+from shared.extractive import chunk_stats, query_terms
+from shared.jobs import JobStatus
+from shared.tokens import count_tokens
+from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, app, queue_for
+from workers.runtime import services
+
+log = get_task_logger(__name__)
+
+MAX_REDUCE_LEVELS = 4
+
+
+@app.task(name=PREPROCESS_TASK)
+def preprocess(context: dict[str, Any]) -> dict[str, Any]:
+    work = Preprocessing.model_validate(context)
+    runtime = services()
+    if work.job_id and not runtime.jobs.update(work.job_id, status=JobStatus.preprocessing, stage="chunking",
+                                                started_at=time.time()):
+        return {"status": "skipped"}  # cancelled or finished meanwhile
+    cached = runtime.summaries.get(work.cache_key)
+    if cached is not None:
+        _continue(work, cached, cache_hit=True)
+        return {"status": "cached", "tokens": cached.tokens}
+    text = runtime.documents.text(work.document_id)
+    if text is None:
+        _fail(work, f"document {work.document_id} expired before it could be preprocessed; upload it again")
+        return {"status": "missing"}
+    chunks = chunks_for(text, runtime.settings.document_processing.chunking)
+    del text
+    if work.job_id:
+        runtime.jobs.update(work.job_id, chunks_total=len(chunks), stage=f"preprocessing 0/{len(chunks)} chunks")
+    owned_ends = [chunk.start_byte for chunk in chunks[1:]] + [chunks[-1].end_byte]
+    header = [
+        map_chunk.s(context, chunk.index, len(chunks), chunk.start_byte, owned_end, chunk.end_byte).set(
+            queue=PREPROCESS_QUEUE
+        )
+        for chunk, owned_end in zip(chunks, owned_ends, strict=True)
+    ]
+    chord(header)(reduce_chunks.s(context).set(queue=PREPROCESS_QUEUE))
+    return {"status": "started", "chunks": len(chunks)}
+
+
+@app.task(name="orchestrator.preprocess.map", bind=True)
+def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int, owned_end: int, end: int) -> dict:
+    """Statistics of the bytes this chunk owns [start, owned_end); a summary of all of it [start, end) if asked."""
+    work = Preprocessing.model_validate(context)
+    runtime = services()
+    if work.job_id and runtime.jobs.status(work.job_id) == JobStatus.cancelled:
+        return {"stats": None, "summary": None, "cost_usd": 0.0, "worker": self.request.hostname}
+    owned = runtime.documents.read(work.document_id, start, owned_end)
+    stats = chunk_stats(index, owned, start, query_terms(work.query))
+    summary, cost = None, 0.0
+    if work.strategy.needs_llm and work.llm_chain:
+        per_chunk = max(64, min(1024, work.budget // (2 * total)))
+        text = owned + runtime.documents.read(work.document_id, owned_end, end)
+        try:
+            served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, f"{index + 1}/{total}")
+            summary = served.completion.text
+            usage = served.completion
+            cost = 0.0 if served.cache_hit else runtime.settings.models[served.model].cost_usd(
+                usage.input_tokens, usage.output_tokens)
+        except ChainExhausted as error:
+            log.warning("chunk %d/%d of %s not summarised: %s", index + 1, total, work.document_id, error)
+    if work.job_id:
+        runtime.jobs.chunk_done(work.job_id, total)
+    return {"stats": stats.model_dump(), "summary": summary, "cost_usd": cost, "worker": self.request.hostname}
+
+
+@app.task(name="orchestrator.preprocess.reduce")
+def reduce_chunks(results: list[dict], context: dict[str, Any]) -> dict[str, Any]:
+    from shared.extractive import ChunkStats
+
+    work = Preprocessing.model_validate(context)
+    runtime = services()
+    if any(result["stats"] is None for result in results):
+        return {"status": "cancelled"}
+    stats = [ChunkStats.model_validate(result["stats"]) for result in results]
+    summaries = {s.chunk: r["summary"] for s, r in zip(stats, results, strict=True) if r["summary"] is not None}
+    cost = sum(result["cost_usd"] for result in results)
+    text, ranges, note = compose(
+        work.strategy, stats, summaries, work.query, work.budget,
+        lambda start, end: runtime.documents.read(work.document_id, start, end),
+    )
+    tokens = count_tokens(text)
+    level = 0
+    while tokens > work.budget and work.strategy is Strategy.hierarchical and not note and level < MAX_REDUCE_LEVELS:
+        text, spent = _reduce_level(work, text)
+        cost += spent
+        tokens, level = count_tokens(text), level + 1
+    info = runtime.documents.info(work.document_id)
+    compressed = Compressed(
+        document_id=work.document_id,
+        strategy=work.strategy if not note else Strategy.extractive,
+        text=text,
+        tokens=tokens,
+        original_tokens=info.tokens if info else 0,
+        chunks=len(stats),
+        passages=ranges,
+        cost_usd=cost,
+        note=note,
+    )
+    runtime.summaries.put(work.cache_key, compressed)
+    _continue(work, compressed, cache_hit=False, workers=sorted({result["worker"] for result in results}))
+    return {"status": "done", "tokens": tokens, "chunks": len(stats), "cache_key": work.cache_key}
+
+
+def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float]:
+    """Summaries too long for the budget: summarise groups of them again, one level up."""
+    runtime = services()
+    parts = text.split("\n\n")
+    groups = [parts[i:i + 8] for i in range(0, len(parts), 8)]
+    per_group = max(64, work.budget // len(groups) - 16)
+    out, cost = [], 0.0
+    for number, group in enumerate(groups, start=1):
+        try:
+            served = summarize(runtime.executor, work.llm_chain, "\n\n".join(group), work.query, per_group,
+                               f"{number}/{len(groups)} (summaries)")
+        except ChainExhausted:
+            out.extend(group)
+            continue
+        out.append(served.completion.text)
+        if not served.cache_hit:
+            cost += runtime.settings.models[served.model].cost_usd(
+                served.completion.input_tokens, served.completion.output_tokens)
+    return "\n\n".join(out), cost
+
+
+def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, workers: list[str] = ()) -> None:
+    """Record what preprocessing produced on the job and queue the job for its model."""
+    if not work.job_id:
+        return
+    runtime = services()
+    record = runtime.jobs.get(work.job_id)
+    if record is None or record.document is None:
+        return
+    document = record.document.model_copy(update={
+        "strategy": compressed.strategy,
+        "sent_tokens": compressed.tokens,
+        "tokens_saved": compressed.original_tokens - compressed.tokens,
+        "chunks": compressed.chunks,
+        "summary_cache_hit": cache_hit,
+        "summary_key": work.cache_key,
+        "preprocessing_cost_usd": 0.0 if cache_hit else compressed.cost_usd,
+        "note": compressed.note,
+        "workers": list(workers),
+    })
+    if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage="queued for the model",
+                           progress=0.9):
+        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue_for(work.tier or "moderate"))
+
+
+def _fail(work: Preprocessing, message: str) -> None:
+    jobs = services().jobs
+    if work.job_id and jobs.update(work.job_id, status=JobStatus.failed, stage="failed", error=message,
+                                   finished_at=time.time(), progress=1.0):
+        jobs.mark_done(work.job_id)
+        services().metrics.record(jobs.get(work.job_id).outcome())
