@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import redis
 from celery import Celery
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.prometheus import RedisTotalsCollector
 from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError
 from shared.settings import Settings, get_settings
 from shared.store import StoreUnavailable
@@ -191,6 +194,21 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     def analyze_request(body: JobRequest) -> Proposal:
         """Intent, complexity, tokens and the plan (model, fallbacks, estimated and baseline cost); runs nothing."""
         return propose(body, settings, require_keys=False)
+
+    @app.get("/v1/metrics", response_model=MetricsReport, tags=["metrics"])
+    def metrics(
+        store: Store,
+        period: Annotated[Literal["1m", "5m", "1h", "1d"], Query(description="Period to aggregate.")] = "5m",
+    ) -> MetricsReport:
+        """Requests, tokens, cost and savings against the baseline, latency percentiles and distributions."""
+        return read_metrics(settings, store.redis, period)
+
+    registry = CollectorRegistry()
+    registry.register(RedisTotalsCollector(settings))
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:

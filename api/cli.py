@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -69,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.set_defaults(handler=_serve)
+
+    metrics = commands.add_parser("metrics", help="requests, tokens, cost and savings over a period")
+    metrics.add_argument("--period", default="1h", choices=["1m", "5m", "1h", "1d"])
+    metrics.add_argument("--json", action="store_true", help="print the raw object")
+    metrics.set_defaults(handler=_metrics)
+
+    demo = commands.add_parser("demo", help="cost of a varied set of requests with and without the orchestrator")
+    demo.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
+    demo.set_defaults(handler=_demo)
 
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
     worker.add_argument("--queues", default="llm.simple,llm.moderate,llm.complex",
@@ -250,6 +260,72 @@ def _print_outcome(record: Any) -> None:
         f"${record.cost_usd:.6f} vs ${record.baseline_cost_usd:.6f} baseline · saved {record.savings_pct:.1f}% · "
         f"{record.duration_ms:.0f} ms[/dim]"
     )
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from shared.metrics import read_metrics
+    from shared.store import redis_client
+
+    with _runtime(get_settings(), worker_threads=None) as settings:
+        report = read_metrics(settings, redis_client(settings), args.period)
+    if args.json:
+        print(report.model_dump_json(indent=2))
+        return 0
+    table = Table(title=f"last {args.period}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("requests", f"{report.total_requests:,} ({report.successful_requests:,} ok, {report.failed_requests:,} "
+                     f"failed, {report.rejected_requests:,} refused)"),
+        ("success rate", f"{report.success_rate:.1%}"),
+        ("requests per minute", f"{report.requests_per_minute:.2f}"),
+        ("duration", f"avg {report.avg_duration_ms:.0f} ms, p50 {report.p50_duration_ms:.0f}, "
+                     f"p95 {report.p95_duration_ms:.0f}, p99 {report.p99_duration_ms:.0f}"),
+        ("tokens", f"{report.total_tokens:,} (baseline {report.baseline_tokens:,}, saved "
+                   f"{report.total_tokens_saved:,} = {report.tokens_saved_pct:.1f}%)"),
+        ("cost", f"${report.total_cost_usd:.6f} (baseline ${report.baseline_cost_usd:.6f}, saved "
+                 f"${report.savings_usd:.6f} = {report.savings_pct:.1f}%)"),
+        ("cache hit rate", f"{report.cache_hit_rate:.1%} ({report.cache_hits:,} hits)"),
+    ]
+    for name in ("model", "intent", "tier", "provider"):
+        distribution = getattr(report, f"{name}_distribution")
+        rows.append((name + "s", ", ".join(f"{key} {value}" for key, value in distribution.items()) or "-"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from api.demo import demo_rows, totals
+
+    rows = demo_rows(get_settings())
+    total = totals(rows)
+    if args.json:
+        print(json.dumps({"rows": [row.model_dump() for row in rows], "totals": total}, indent=2))
+        return 0
+    table = Table(title=f"Without: {rows[0].without_model}, naive prompt, whole documents. With: the plan.",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("request", "intent/tier", "without", "USD", "with", "USD", "model", "saved"):
+        table.add_column(column, justify="left" if column in ("request", "intent/tier", "model") else "right",
+                         no_wrap=True)
+    for row in rows:
+        saved = 100 * (row.without_cost_usd - row.with_cost_usd) / row.without_cost_usd
+        table.add_row(row.kind, f"{row.intent}/{row.tier}", f"{row.without_tokens:,}", f"{row.without_cost_usd:.4f}",
+                      f"{row.with_tokens:,}", f"{row.with_cost_usd:.4f}", row.with_model, f"{saved:.0f}%")
+    table.add_section()
+    table.add_row("total", "", f"{total['without_tokens']:,}", f"{total['without_cost_usd']:.4f}",
+                  f"{total['with_tokens']:,}", f"{total['with_cost_usd']:.4f}", "", f"{total['savings_pct']:.0f}%")
+    Console(highlight=False, width=max(console.width, 104)).print(table)  # narrower would truncate the figures
+    console.print(
+        f"WITHOUT orchestrator: {total['without_tokens']:,} tokens, ${total['without_cost_usd']:.4f}\n"
+        f"WITH orchestrator:    {total['with_tokens']:,} tokens, ${total['with_cost_usd']:.4f}\n"
+        f"Savings: {total['tokens_saved']:,} tokens ({total['tokens_saved_pct']}%), "
+        f"${total['savings_usd']:.4f} ({total['savings_pct']}%)"
+    )
+    console.print("[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
+                  "the answer length is the same estimate on both sides. Nothing was sent.[/dim]")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

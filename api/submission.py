@@ -16,6 +16,7 @@ from shared.analysis import Analysis, RequestOptions, analyze
 from shared.breaker import CircuitBreakers
 from shared.compression import Preprocessing, choose_strategy, preprocessor_chain, summary_key
 from shared.documents import DocumentInfo, DocumentStore
+from shared.metrics import MetricsRecorder, RequestOutcome
 from shared.jobs import DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.routing import Constraints, Plan, PlanningError, plan
 from shared.settings import Settings
@@ -109,8 +110,12 @@ def submit(body: JobRequest, settings: Settings, store: JobStore, celery: Celery
     or through `preprocess` when its document must be compressed to fit the chosen model."""
     document = stored_document(body, DocumentStore(settings))
     open_breakers = CircuitBreakers(settings, store.redis).unavailable()
-    proposal = propose(body, settings, open_breakers=open_breakers,
-                       document_tokens=document.tokens if document else None)
+    try:
+        proposal = propose(body, settings, open_breakers=open_breakers,
+                           document_tokens=document.tokens if document else None)
+    except PlanningError:
+        MetricsRecorder(settings, store.redis).record(RequestOutcome(succeeded=False, rejected=True))
+        raise
     record = JobRecord(
         id=new_job_id(),
         status=JobStatus.queued,

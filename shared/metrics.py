@@ -12,7 +12,7 @@ import math
 import time
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from shared.settings import Settings
 from shared.store import key
@@ -52,18 +52,33 @@ class RequestOutcome(BaseModel):
     baseline_cost_usd: float = 0.0
     cache_hit: bool | None = None
     latency_ms: float | None = None
+    rejected: bool = Field(False, description="Refused before it ran (no model satisfies the constraints).")
 
 
-# KEYS: guard, bucket. ARGV: guard ttl, bucket ttl, then triples (op, field, amount); op "i" integer, "f" float.
+# KEYS: guard, minute bucket, hour bucket, all-time totals (for Prometheus). ARGV: guard ttl, bucket ttl, then
+# triples (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24 hashes, not 1,440.
 _RECORD = """
 if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
 for i = 3, #ARGV, 3 do
-  if ARGV[i] == 'i' then redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-  else redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i + 1], ARGV[i + 2]) end
+  local op = ARGV[i] == 'i' and 'HINCRBY' or 'HINCRBYFLOAT'
+  for k = 2, 4 do redis.call(op, KEYS[k], ARGV[i + 1], ARGV[i + 2]) end
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2] + 3600)
 return 1
 """
+
+
+def bucket_key(settings: Settings, minute: int) -> str:
+    return key(settings, "metrics", str(minute))
+
+
+def hour_key(settings: Settings, hour: int) -> str:
+    return key(settings, "metrics", "h", str(hour))
+
+
+def totals_key(settings: Settings) -> str:
+    return key(settings, "metrics", "total")
 
 
 class MetricsRecorder:
@@ -73,7 +88,7 @@ class MetricsRecorder:
         self._record = client.register_script(_RECORD)
 
     def bucket_key(self, minute: int) -> str:
-        return key(self.settings, "metrics", str(minute))
+        return bucket_key(self.settings, minute)
 
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
         """Count one request; False if its job was counted before or Redis refused (the job never fails for it)."""
@@ -81,7 +96,8 @@ class MetricsRecorder:
         guard = key(self.settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
         try:
             return bool(self._record(
-                keys=[guard, self.bucket_key(minute)],
+                keys=[guard, self.bucket_key(minute), hour_key(self.settings, minute // 60),
+                      totals_key(self.settings)],
                 args=[self.settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)],
             ))
         except redis.RedisError as error:
@@ -91,11 +107,14 @@ class MetricsRecorder:
 
 def _increments(outcome: RequestOutcome) -> list[str | int | float]:
     ints: dict[str, int] = {"requests": 1, "successes" if outcome.succeeded else "failures": 1}
+    if outcome.rejected:
+        ints["rejected"] = 1
     if outcome.succeeded:
         ints |= {
             "input_tokens": outcome.input_tokens,
             "output_tokens": outcome.output_tokens,
-            "baseline_tokens": outcome.baseline_tokens,
+            # the baseline reads the naive full prompt and writes the same answer
+            "baseline_tokens": outcome.baseline_tokens + outcome.output_tokens,
             "tokens_saved": outcome.baseline_tokens - outcome.input_tokens,
         }
     if outcome.cache_hit is not None:
@@ -113,3 +132,141 @@ def _increments(outcome: RequestOutcome) -> list[str | int | float]:
     if outcome.succeeded:
         args += ["f", "cost_usd", repr(outcome.cost_usd), "f", "baseline_cost_usd", repr(outcome.baseline_cost_usd)]
     return args
+
+
+PERIODS = {"1m": 1, "5m": 5, "1h": 60, "1d": 1440}
+
+
+class MetricsReport(BaseModel):
+    """Aggregates over a period, as `get_metrics` returns them (the original tool's fields, and more)."""
+
+    period: str
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
+    rejected_requests: int
+    success_rate: float
+    avg_duration_ms: float
+    p50_duration_ms: float
+    p95_duration_ms: float
+    p99_duration_ms: float
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    avg_tokens: float
+    baseline_tokens: int
+    total_tokens_saved: int
+    tokens_saved_pct: float
+    total_cost_usd: float
+    avg_cost_usd: float
+    baseline_cost_usd: float
+    savings_usd: float
+    savings_pct: float
+    requests_per_minute: float
+    intent_distribution: dict[str, int]
+    model_distribution: dict[str, int]
+    tier_distribution: dict[str, int]
+    provider_distribution: dict[str, int]
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+
+
+def merge_buckets(buckets: list[dict[str, str]]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for bucket in buckets:
+        for field, value in bucket.items():
+            merged[field] = merged.get(field, 0.0) + float(value)
+    return merged
+
+
+def percentile_ms(histogram: list[float], q: float) -> float:
+    """The q-quantile from bucket counts, interpolated geometrically inside its bucket (so within one bucket)."""
+    total = sum(histogram)
+    if not total:
+        return 0.0
+    rank = q * total
+    seen = 0.0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            upper = latency_bucket_upper_ms(index)
+            lower = latency_bucket_upper_ms(index - 1) if index else 0.0
+            if lower == 0.0:
+                return upper
+            return lower * (upper / lower) ** ((rank - seen) / count)
+        seen += count
+    return latency_bucket_upper_ms(len(histogram) - 1)
+
+
+def read_metrics(settings: Settings, client: redis.Redis, period: str, now: float | None = None) -> MetricsReport:
+    """Merge the minute buckets of `period`, from the current minute back to the period's start, in one pipeline."""
+    if period not in PERIODS:
+        raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
+    minutes = PERIODS[period]
+    current = int((now if now is not None else time.time()) // 60)
+    with client.pipeline(transaction=False) as pipe:
+        for name in window_keys(settings, current - minutes, current):
+            pipe.hgetall(name)
+        merged = merge_buckets(pipe.execute())
+    return report(period, merged, minutes)
+
+
+def window_keys(settings: Settings, first: int, last: int) -> list[str]:
+    """Bucket keys covering minutes [first, last]: whole hours as hour buckets, the ragged edges as minutes."""
+    names, minute = [], first
+    while minute <= last:
+        if minute % 60 == 0 and minute + 59 <= last:
+            names.append(hour_key(settings, minute // 60))
+            minute += 60
+        else:
+            names.append(bucket_key(settings, minute))
+            minute += 1
+    return names
+
+
+def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
+    count = lambda name: int(m.get(name, 0))  # noqa: E731
+    requests, successes = count("requests"), count("successes")
+    histogram = [m.get(f"latency:{i}", 0.0) for i in range(LATENCY_BUCKETS)]
+    timed = sum(histogram)
+    tokens = count("input_tokens") + count("output_tokens")
+    cost, baseline_cost = m.get("cost_usd", 0.0), m.get("baseline_cost_usd", 0.0)
+    hits, misses = count("cache_hits"), count("cache_misses")
+
+    def distribution(prefix: str) -> dict[str, int]:
+        found = {name[len(prefix):]: int(value) for name, value in m.items() if name.startswith(prefix)}
+        return dict(sorted(found.items(), key=lambda item: -item[1]))
+
+    return MetricsReport(
+        period=period,
+        total_requests=requests,
+        successful_requests=successes,
+        failed_requests=count("failures"),
+        rejected_requests=count("rejected"),
+        success_rate=round(successes / requests, 4) if requests else 0.0,
+        avg_duration_ms=round(m.get("latency_ms_total", 0.0) / timed, 1) if timed else 0.0,
+        p50_duration_ms=round(percentile_ms(histogram, 0.50), 1),
+        p95_duration_ms=round(percentile_ms(histogram, 0.95), 1),
+        p99_duration_ms=round(percentile_ms(histogram, 0.99), 1),
+        input_tokens=count("input_tokens"),
+        output_tokens=count("output_tokens"),
+        total_tokens=tokens,
+        avg_tokens=round(tokens / successes, 1) if successes else 0.0,
+        baseline_tokens=count("baseline_tokens"),
+        total_tokens_saved=count("tokens_saved"),
+        tokens_saved_pct=round(100 * count("tokens_saved") / count("baseline_tokens"), 2)
+        if count("baseline_tokens") else 0.0,
+        total_cost_usd=round(cost, 8),
+        avg_cost_usd=round(cost / successes, 8) if successes else 0.0,
+        baseline_cost_usd=round(baseline_cost, 8),
+        savings_usd=round(baseline_cost - cost, 8),
+        savings_pct=round(100 * (baseline_cost - cost) / baseline_cost, 2) if baseline_cost else 0.0,
+        requests_per_minute=round(requests / minutes, 3),
+        intent_distribution=distribution("intent:"),
+        model_distribution=distribution("model:"),
+        tier_distribution=distribution("tier:"),
+        provider_distribution=distribution("provider:"),
+        cache_hits=hits,
+        cache_misses=misses,
+        cache_hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
+    )
