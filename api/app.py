@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.mcp_server import create_mcp_server
 from api.prometheus import RedisTotalsCollector
 from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
@@ -70,11 +71,15 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     if celery is None:
         from workers.celery_app import app as celery
 
+    mcp_server = create_mcp_server(settings)
+    mcp_routes = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=settings.api_host).routes
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # Sync endpoints and waits run in worker threads; the default 40 would cap concurrent waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = 256
-        yield
+        async with mcp_server.session_manager.run():
+            yield
 
     app = FastAPI(
         title="Dynamic Orchestrator",
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     )
 
     app.state.settings = settings
+    app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
 
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:

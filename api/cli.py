@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
     demo.set_defaults(handler=_demo)
 
+    mcp = commands.add_parser("mcp", help="the MCP server over stdio (for Claude Desktop, Claude Code, IDEs)")
+    mcp.set_defaults(handler=_mcp)
+
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
     worker.add_argument("--queues", default="llm.simple,llm.moderate,llm.complex",
                         help="comma-separated queues (llm.simple, llm.moderate, llm.complex, preprocess)")
@@ -325,6 +328,14 @@ def _demo(args: argparse.Namespace) -> int:
     )
     console.print("[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
                   "the answer length is the same estimate on both sides. Nothing was sent.[/dim]")
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    with _runtime(get_settings(), worker_threads=get_settings().worker_concurrency) as settings:
+        from api.mcp_server import create_mcp_server
+
+        create_mcp_server(settings).run()  # stdio; everything else this process prints goes to stderr
     return 0
 
 

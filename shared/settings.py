@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     default_max_output_tokens: int = Field(1024, gt=0)
     orchestrate_wait_seconds: float = Field(30.0, ge=0)
 
+    use_host_model: bool = Field(
+        False, description="Let an MCP host that offers sampling answer with its own model, at no API cost."
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, gt=0, lt=65536)
     worker_concurrency: int = Field(32, gt=0)

@@ -48,6 +48,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,  # stdout may be an MCP stdio channel (`orchestrator mcp`)
     }
 
 

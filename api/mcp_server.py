@@ -1,0 +1,240 @@
+"""The MCP front end: the original tools (`orchestrate`, `analyze_request`, `get_metrics`) and job tools, on the
+same shared core and queue as the HTTP API, over stdio (`orchestrator mcp`) or streamable HTTP (`/mcp`).
+
+`orchestrate` queues the job and waits for it, reporting progress (queued, preprocessing chunk k/n, running, done)
+to a client that asked for it; if the call is cancelled, so is the job. With `use_host_model` on and a client that
+declared the (deprecated) sampling capability, the host's own model answers instead, through
+`sampling/createMessage` with the planned model as a hint, and the call is recorded at zero API cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import anyio
+from mcp import types
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ValidationError
+
+from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from shared.analysis import RequestOptions
+from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
+from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
+from shared.prompts import system_prompt, user_prompt
+from shared.routing import PlanningError
+from shared.settings import Settings
+from workers.celery_app import app as celery
+
+HOST_PROVIDER = "mcp-host"
+_POLL_SECONDS = 0.1
+
+
+class JobHandle(BaseModel):
+    id: str
+    status: JobStatus
+    queue: str
+    model: str
+    estimated_cost_usd: float
+    baseline_cost_usd: float
+
+
+class JobResult(BaseModel):
+    """What `orchestrate` and `get_job` return: the answer and its accounting."""
+
+    id: str
+    status: JobStatus
+    stage: str
+    progress: float
+    result: str | None
+    model: str | None
+    usage: Usage | None
+    cost_usd: float | None
+    baseline_cost_usd: float | None
+    savings_usd: float | None
+    savings_pct: float | None
+    error: str | None
+    document_tokens_sent: int | None = None
+    document_tokens_saved: int | None = None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobResult:
+        return cls(
+            id=record.id, status=record.status, stage=record.stage, progress=record.progress, result=record.result,
+            model=record.model_used or record.plan.model, usage=record.usage, cost_usd=record.cost_usd,
+            baseline_cost_usd=record.baseline_cost_usd, savings_usd=record.savings_usd,
+            savings_pct=record.savings_pct, error=record.error,
+            document_tokens_sent=record.document.sent_tokens if record.document else None,
+            document_tokens_saved=record.document.tokens_saved if record.document else None,
+        )
+
+
+def create_mcp_server(settings: Settings) -> MCPServer:
+    server = MCPServer(
+        "dynamic-orchestrator",
+        instructions=(
+            "Routes each request to the cheapest model that can do it and reports tokens, cost and savings. "
+            "Use orchestrate for an answer, analyze_request to see the plan without running it."
+        ),
+    )
+
+    def body(request: str, context: dict[str, Any] | None, options: RequestOptions | None,
+             document: str | None = None, document_id: str | None = None) -> JobRequest:
+        try:
+            return JobRequest(request=request, context=context or {}, options=options or RequestOptions(),
+                              document=document, document_id=document_id)
+        except ValidationError as error:
+            raise ToolError(f"invalid arguments: {error.errors()[0]['msg']}") from None
+
+    async def run(function, *args):
+        try:
+            return await anyio.to_thread.run_sync(function, *args)
+        except (PlanningError, NoProviderConfigured, UnknownDocument) as error:
+            raise ToolError(str(error)) from None
+
+    @server.tool()
+    async def orchestrate(
+        request: str,
+        ctx: Context,
+        context: dict[str, Any] | None = None,
+        options: RequestOptions | None = None,
+        document: str | None = None,
+        document_id: str | None = None,
+        wait_seconds: float = 300,
+    ) -> JobResult:
+        """Answer a request with the cheapest capable model. `context` holds facts as key/value pairs; `options`
+        takes preferred_models, max_cost (USD), max_tokens, strategy; `document` (text) or `document_id` (from an
+        upload) is compressed when it does not fit. Returns the answer with its tokens, cost and savings."""
+        job = body(request, context, options, document, document_id)
+        if settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx):
+            return await _from_host(job, ctx, settings)
+        store = JobStore(settings)
+        record = await run(submit, job, settings, store, celery)
+        try:
+            return JobResult.of(await _follow(store, record.id, ctx, wait_seconds))
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_cancel, store, record.id)
+            raise
+
+    @server.tool()
+    async def analyze_request(
+        request: str, context: dict[str, Any] | None = None, options: RequestOptions | None = None
+    ) -> Proposal:
+        """Intent, complexity tier, token counts and the plan (model, fallbacks, estimated and baseline cost),
+        without running anything."""
+        return await run(lambda: propose(body(request, context, options), settings, require_keys=False))
+
+    @server.tool()
+    async def get_metrics(period: Literal["1m", "5m", "1h", "1d"] = "5m") -> MetricsReport:
+        """Requests, tokens, cost, savings against the baseline, latency percentiles and distributions over the
+        last minute, 5 minutes, hour or day."""
+        return await run(lambda: read_metrics(settings, JobStore(settings).redis, period))
+
+    @server.tool()
+    async def submit_job(
+        request: str,
+        context: dict[str, Any] | None = None,
+        options: RequestOptions | None = None,
+        document: str | None = None,
+        document_id: str | None = None,
+    ) -> JobHandle:
+        """Queue a request and return at once with its job id; poll it with get_job."""
+        record = await run(submit, body(request, context, options, document, document_id), settings,
+                           JobStore(settings), celery)
+        return JobHandle(id=record.id, status=record.status, queue=record.queue, model=record.plan.model,
+                         estimated_cost_usd=record.plan.estimated_cost_usd,
+                         baseline_cost_usd=record.plan.baseline.cost_usd)
+
+    @server.tool()
+    async def get_job(job_id: str) -> JobResult:
+        """A job's status, progress, answer, tokens, cost and savings."""
+        record = await anyio.to_thread.run_sync(JobStore(settings).get, job_id)
+        if record is None:
+            raise ToolError(f"no job {job_id} (unknown or expired)")
+        return JobResult.of(record)
+
+    @server.tool()
+    async def cancel_job(job_id: str) -> JobResult:
+        """Cancel a queued or running job."""
+        store = JobStore(settings)
+        if not await anyio.to_thread.run_sync(_cancel, store, job_id):
+            current = await anyio.to_thread.run_sync(store.status, job_id)
+            raise ToolError(f"no job {job_id}" if current is None else f"job {job_id} already {current}")
+        return JobResult.of(await anyio.to_thread.run_sync(store.get, job_id))
+
+    return server
+
+
+async def _follow(store: JobStore, job_id: str, ctx: Context, wait_seconds: float) -> JobRecord:
+    """Wait for the job, sending a progress notification whenever its stage changes."""
+    deadline = time.monotonic() + wait_seconds
+    last = None
+    while True:
+        record = await anyio.to_thread.run_sync(store.get, job_id)
+        if record is None:
+            raise ToolError(f"job {job_id} disappeared (expired)")
+        step = (record.status, record.stage)
+        if step != last:
+            last = step
+            await ctx.report_progress(record.progress, 1.0, message=_describe(record))
+        if record.status.terminal or time.monotonic() > deadline:
+            return record
+        await anyio.sleep(_POLL_SECONDS)
+
+
+def _describe(record: JobRecord) -> str:
+    if record.status.terminal:
+        return "done" if record.status == JobStatus.succeeded else f"{record.status}: {record.error}"
+    return record.stage
+
+
+def _cancel(store: JobStore, job_id: str) -> bool:
+    cancelled = store.update(job_id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
+                             error="cancelled by the MCP client")
+    if cancelled:
+        celery.control.revoke(job_id)
+        store.mark_done(job_id)
+    return cancelled
+
+
+def _host_can_sample(ctx: Context) -> bool:
+    """The client declared sampling, on a protocol version that still has it (it left with 2026-07-28)."""
+    capabilities = ctx.client_capabilities
+    return (
+        capabilities is not None
+        and capabilities.sampling is not None
+        and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+    )
+
+
+async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobResult:
+    """Let the host's model answer; record the call as a job at zero API cost."""
+    proposal = propose(job, settings, require_keys=False)
+    analysis, plan = proposal.analysis, proposal.plan
+    started = time.time()
+    try:
+        answer = await ctx.session.create_message(
+            [types.SamplingMessage(role="user", content=types.TextContent(
+                type="text", text=user_prompt(job.request, job.context)))],
+            max_tokens=plan.max_output_tokens,
+            system_prompt=system_prompt(analysis.intent, plan.tier),
+            model_preferences=types.ModelPreferences(hints=[types.ModelHint(name=plan.model)]),
+        )
+    except Exception as error:  # the host refused or cannot sample: the caller sees why
+        raise ToolError(f"the host's model did not answer: {error}") from None
+    text = answer.content.text if isinstance(answer.content, types.TextContent) else str(answer.content)
+    store = JobStore(settings)
+    record = JobRecord(
+        id=new_job_id(), status=JobStatus.succeeded, stage="done", progress=1.0, queue="mcp-host",
+        created_at=started, started_at=started, finished_at=time.time(),
+        input=JobInput(request=job.request, context=job.context, options=job.options),
+        analysis=analysis, plan=plan, result=text, model_used=answer.model, provider_used=HOST_PROVIDER,
+        usage=Usage(input_tokens=0, output_tokens=0, reported_by_provider=False), cost_usd=0.0,
+        baseline_cost_usd=plan.baseline.cost_usd, savings_usd=plan.baseline.cost_usd, savings_pct=100.0,
+    )
+    await anyio.to_thread.run_sync(store.create, record)
+    await anyio.to_thread.run_sync(MetricsRecorder(settings, store.redis).record, record.outcome())
+    return JobResult.of(record)
