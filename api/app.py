@@ -20,7 +20,9 @@ from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.batch_routes import router as batch_routes
 from api.mcp_server import create_mcp_server
+from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
 from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
@@ -89,6 +91,9 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     )
 
     app.state.settings = settings
+    app.state.celery = celery
+    app.include_router(batch_routes)
+    app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
 
     @app.exception_handler(PlanningError)

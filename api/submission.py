@@ -105,11 +105,19 @@ def stored_document(body: JobRequest, documents: DocumentStore) -> DocumentInfo 
     return None
 
 
-def submit(body: JobRequest, settings: Settings, store: JobStore, celery: Celery) -> JobRecord:
+def submit(
+    body: JobRequest,
+    settings: Settings,
+    store: JobStore,
+    celery: Celery,
+    open_breakers: set[str] | None = None,
+    stream: bool = False,
+) -> JobRecord:
     """Plan (skipping models whose breaker is open), record the job, and queue it: straight to its tier's queue,
     or through `preprocess` when its document must be compressed to fit the chosen model."""
     document = stored_document(body, DocumentStore(settings))
-    open_breakers = CircuitBreakers(settings, store.redis).unavailable()
+    if open_breakers is None:
+        open_breakers = CircuitBreakers(settings, store.redis).unavailable()
     try:
         proposal = propose(body, settings, open_breakers=open_breakers,
                            document_tokens=document.tokens if document else None)
@@ -121,7 +129,7 @@ def submit(body: JobRequest, settings: Settings, store: JobStore, celery: Celery
         status=JobStatus.queued,
         queue=queue_for(proposal.plan.tier),
         created_at=time.time(),
-        input=JobInput(request=body.request, context=body.context, options=body.options),
+        input=JobInput(request=body.request, context=body.context, options=body.options, stream=stream),
         document=DocumentUse(id=document.id, original_tokens=document.tokens) if document else None,
         **proposal.model_dump(),
     )

@@ -76,14 +76,20 @@ class Executor:
         self.sleep = sleep
 
     def serve(
-        self, record: JobRecord, document: str | None = None, cancelled: Callable[[], bool] = lambda: False
+        self,
+        record: JobRecord,
+        document: str | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+        on_delta: Callable[[str], None] | None = None,
     ) -> Served:
-        """Answer a job along its plan's chain; `document` is the (possibly compressed) document text."""
+        """Answer a job along its plan's chain; `document` is the (possibly compressed) document text; with
+        `on_delta`, the answer is streamed from the provider and each piece handed over as it arrives."""
         return self.complete(
             record.plan.chain,
             lambda model: provider_request(record, model, self.settings, document),
             use_cache=record.input.options.cache,
             cancelled=cancelled,
+            on_delta=on_delta,
         )
 
     def complete(
@@ -92,6 +98,7 @@ class Executor:
         request_for: Callable[[str], ProviderRequest],
         use_cache: bool = True,
         cancelled: Callable[[], bool] = lambda: False,
+        on_delta: Callable[[str], None] | None = None,
     ) -> Served:
         """Call `chain` in order, each model with its own request, until one answers."""
         attempts: list[Attempt] = []
@@ -107,7 +114,7 @@ class Executor:
                 attempts.append(_attempt(model, provider, 0, time.time(), error="circuit breaker open",
                                          kind="breaker_open"))
                 continue
-            served = self._try_model(model, provider, request, gate, attempts, cancelled)
+            served = self._try_model(model, provider, request, gate, attempts, cancelled, on_delta)
             if served is not None:
                 if use_cache:
                     self.cache.put(model, request, served)
@@ -123,17 +130,21 @@ class Executor:
         gate: Gate,
         attempts: list[Attempt],
         cancelled: Callable[[], bool],
+        on_delta: Callable[[str], None] | None,
     ) -> Completion | None:
         policy = self.settings.resilience
         for attempt in range(policy.max_attempts_per_model):
             if cancelled():
                 raise Cancelled(attempts)
             started = time.time()
+            streamed: list[str] = []
             try:
-                completion = provider_for(provider, self.settings).complete(request)
+                completion = self._call(provider, request, on_delta, streamed)
             except ProviderError as error:
                 attempts.append(_attempt(model, provider, attempt + 1, started, error=error.message,
                                          kind=error.kind, status=error.status))
+                if streamed:  # the caller already holds part of this answer: another try would garble it
+                    raise ChainExhausted(f"{model} failed mid-stream: {error.message}", attempts) from error
                 if error.kind == "client":
                     raise ChainExhausted(f"{model} rejected the request: {error.message}", attempts) from error
                 opened = error.kind in COUNTED_KINDS and self.breakers.failure(model) in ("opened", "reopened")
@@ -146,6 +157,21 @@ class Executor:
             self.breakers.success(model)
             return completion
         return None
+
+
+    def _call(
+        self, provider: str, request: ProviderRequest, on_delta: Callable[[str], None] | None, streamed: list[str]
+    ) -> Completion:
+        adapter = provider_for(provider, self.settings)
+        if on_delta is None:
+            return adapter.complete(request)
+        for piece in adapter.stream(request):
+            if isinstance(piece, Completion):
+                return piece
+            streamed.append(piece)
+            on_delta(piece)
+        raise ProviderError("the stream ended without a final message", provider=provider, model=request.model,
+                            retryable=True, kind="server")
 
 
 def _attempt(

@@ -40,6 +40,7 @@ class JobInput(BaseModel):
     request: str
     context: dict[str, Any] = {}
     options: RequestOptions = RequestOptions()
+    stream: bool = Field(False, description="Relay the answer's pieces as they arrive (see JobStore.stream_key).")
 
 
 class Attempt(BaseModel):
@@ -174,6 +175,19 @@ class JobStore:
     def _key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id)
 
+    def stream_key(self, job_id: str) -> str:
+        """A Redis stream of the answer's pieces ({"d": text}), closed by {"end": status}."""
+        return key(self.settings, "job", job_id, "stream")
+
+    def append_delta(self, job_id: str, text: str) -> None:
+        self.redis.xadd(self.stream_key(job_id), {"d": text})
+
+    def close_stream(self, job_id: str, status: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.xadd(self.stream_key(job_id), {"end": status})
+            pipe.expire(self.stream_key(job_id), 600)
+            pipe.execute()
+
     def _done_key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id, "done")
 
@@ -189,6 +203,16 @@ class JobStore:
         if not raw:
             return None
         return JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()})
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key(job_id))
+            raws = pipe.execute()
+        return [
+            JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()}) if raw else None
+            for raw in raws
+        ]
 
     def status(self, job_id: str) -> JobStatus | None:
         raw = self.redis.hget(self._key(job_id), "status")

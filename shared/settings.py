@@ -133,6 +133,7 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(60.0, gt=0)
     default_max_output_tokens: int = Field(1024, gt=0)
     orchestrate_wait_seconds: float = Field(30.0, ge=0)
+    max_batch_items: int = Field(10_000, gt=0)
 
     use_host_model: bool = Field(
         False, description="Let an MCP host that offers sampling answer with its own model, at no API cost."

@@ -46,7 +46,9 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
     )
     try:
         document = _document_text(record)
-        served = executor.serve(record, document, cancelled=lambda: store.status(job_id) == JobStatus.cancelled)
+        relay = (lambda text: store.append_delta(job_id, text)) if record.input.stream else None
+        served = executor.serve(record, document, cancelled=lambda: store.status(job_id) == JobStatus.cancelled,
+                                on_delta=relay)
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
@@ -101,4 +103,7 @@ def _finish(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:
     if not store.update(job_id, stage="done", progress=1.0, finished_at=time.time(), **fields):
         return None
     store.mark_done(job_id)
-    return store.get(job_id)
+    record = store.get(job_id)
+    if record is not None and record.input.stream:
+        store.close_stream(job_id, record.status)
+    return record

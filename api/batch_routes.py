@@ -1,0 +1,130 @@
+"""Batch endpoints: submit, follow, stream results in input order, cancel; `dry_run` plans without running."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.batches import BatchRequest, DryRun, parse_jsonl, plan_lines, refusal_reason, submit_lines
+from shared.batches import BatchItem, BatchStore, BatchSummary, result_line
+from shared.jobs import JobStatus, JobStore
+
+router = APIRouter(tags=["batches"])
+_JSONL_TYPES = {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "text/plain"}
+
+
+class BatchAccepted(BaseModel):
+    id: str
+    total: int
+    accepted: int
+    refused: list[BatchItem]
+    poll: str
+
+
+async def _lines(request: Request, limit: int) -> list[tuple[int, dict[str, Any] | str]]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        upload = (await request.form()).get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "multipart upload needs a `file` field")
+        lines = parse_jsonl((await upload.read()).decode("utf-8", errors="replace"))
+    elif kind in _JSONL_TYPES:
+        lines = parse_jsonl((await request.body()).decode("utf-8", errors="replace"))
+    else:
+        try:
+            batch = BatchRequest.model_validate_json(await request.body())
+            lines = list(enumerate(batch.lines(), start=1))
+        except (ValidationError, ValueError) as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refusal_reason(error)) from None
+    if not lines:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the batch has no items")
+    if len(lines) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{len(lines):,} items; a batch takes at most {limit:,}")
+    return lines
+
+
+def _batches(request: Request) -> BatchStore:
+    settings = request.app.state.settings
+    jobs = JobStore(settings)
+    return BatchStore(settings, jobs.redis, jobs)
+
+
+@router.post(
+    "/v1/batches",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    responses={200: {"model": DryRun, "description": "dry_run=true: the plan of every item, nothing runs"}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": BatchRequest.model_json_schema()},
+        "application/x-ndjson": {"schema": {"type": "string", "description": "one job body per line"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
+    }}},
+)
+async def create_batch(
+    request: Request, dry_run: bool = Query(False, description="Plan every item and project the cost; run none.")
+) -> Any:
+    """Submit many jobs: `{"items": [...]}`, `{"request": ..., "documents": [...]}` or a JSONL upload. A line that
+    cannot be planned is refused with its line number; the others run."""
+    settings = request.app.state.settings
+    lines = await _lines(request, settings.max_batch_items)
+    if dry_run:
+        planned = await run_in_threadpool(plan_lines, lines, settings)
+        return JSONResponse(planned.model_dump(mode="json"))
+    batches = _batches(request)
+    items = await run_in_threadpool(submit_lines, lines, settings, batches.jobs, request.app.state.celery)
+    batch_id = await run_in_threadpool(batches.create, items)
+    refused = [item for item in items if item.error]
+    return BatchAccepted(id=batch_id, total=len(items), accepted=len(items) - len(refused), refused=refused,
+                         poll=f"/v1/batches/{batch_id}")
+
+
+def _summary_or_404(batches: BatchStore, batch_id: str) -> BatchSummary:
+    summary = batches.summary(batch_id)
+    if summary is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
+    return summary
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchSummary)
+def get_batch(batch_id: str, request: Request) -> BatchSummary:
+    """Counts per status, progress, tokens, cost and savings so far."""
+    return _summary_or_404(_batches(request), batch_id)
+
+
+@router.get("/v1/batches/{batch_id}/results", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+def batch_results(batch_id: str, request: Request) -> StreamingResponse:
+    """One JSON line per input line, in input order: the result, or why the line was refused."""
+    batches = _batches(request)
+    items = batches.items(batch_id)
+    if items is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
+
+    def lines() -> Iterator[str]:
+        for item, record in batches.records(items):
+            yield result_line(item, record) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.delete("/v1/batches/{batch_id}", response_model=BatchSummary)
+def cancel_batch(batch_id: str, request: Request) -> BatchSummary:
+    """Cancel every job of the batch that has not finished."""
+    batches = _batches(request)
+    items = batches.items(batch_id)
+    if items is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
+    cancelled = [
+        record.id for _, record in batches.records(items)
+        if record is not None and not record.status.terminal
+        and batches.jobs.update(record.id, status=JobStatus.cancelled, stage="cancelled", error="batch cancelled")
+    ]
+    if cancelled:
+        request.app.state.celery.control.revoke(cancelled)
+    return _summary_or_404(batches, batch_id)

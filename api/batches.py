@@ -1,0 +1,138 @@
+"""Batch intake: JSON lists, shared-request document lists, and JSONL uploads, each line judged on its own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery import Celery
+from pydantic import BaseModel, Field, ValidationError
+
+from api.submission import JobRequest, NoProviderConfigured, UnknownDocument, propose, submit
+from shared.analysis import RequestOptions
+from shared.batches import BatchItem
+from shared.breaker import CircuitBreakers
+from shared.jobs import JobStore
+from shared.routing import PlanningError
+from shared.settings import Settings
+
+
+class BatchRequest(BaseModel):
+    """Either `items` (job bodies), or one `request` applied to every document of `documents`."""
+
+    model_config = {"extra": "forbid"}
+
+    items: list[dict[str, Any]] | None = Field(None, description="Job bodies, as for POST /v1/jobs.")
+    request: str | None = Field(None, description="With `documents`: the request applied to each document.")
+    documents: list[str] | None = None
+    document_ids: list[str] | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    options: RequestOptions = Field(default_factory=RequestOptions)
+
+    def lines(self) -> list[dict[str, Any]]:
+        if self.items is not None:
+            return self.items
+        if not self.request or not (self.documents or self.document_ids):
+            raise ValueError("give `items`, or `request` with `documents` or `document_ids`")
+        shared = {"request": self.request, "context": self.context, "options": self.options.model_dump()}
+        return [shared | {"document": text} for text in self.documents or []] + [
+            shared | {"document_id": document_id} for document_id in self.document_ids or []]
+
+
+class PlannedItem(BaseModel):
+    line: int
+    intent: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_tokens: int = 0
+    baseline_cost_usd: float = 0.0
+    error: str | None = None
+
+
+class DryRun(BaseModel):
+    items: list[PlannedItem]
+    planned: int
+    refused: int
+    tokens: int
+    cost_usd: float
+    baseline_tokens: int
+    baseline_cost_usd: float
+    savings_usd: float
+    savings_pct: float
+
+
+def parse_jsonl(text: str) -> list[tuple[int, dict[str, Any] | str]]:
+    """(line number, parsed object or the reason it is not one) for every non-blank line."""
+    parsed: list[tuple[int, dict[str, Any] | str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            parsed.append((number, f"not JSON: {error.msg} at column {error.colno}"))
+            continue
+        parsed.append((number, value if isinstance(value, dict) else "each line must be a JSON object"))
+    return parsed
+
+
+def _job(value: dict[str, Any] | str) -> JobRequest:
+    if isinstance(value, str):
+        raise ValueError(value)
+    return JobRequest.model_validate(value)
+
+
+def refusal_reason(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
+    return str(error)
+
+
+_REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured)
+
+
+def submit_lines(
+    lines: list[tuple[int, dict[str, Any] | str]], settings: Settings, store: JobStore, celery: Celery
+) -> list[BatchItem]:
+    open_breakers = CircuitBreakers(settings, store.redis).unavailable()
+    items = []
+    for number, value in lines:
+        try:
+            record = submit(_job(value), settings, store, celery, open_breakers)
+        except _REFUSALS as error:
+            items.append(BatchItem(line=number, error=refusal_reason(error)))
+        else:
+            items.append(BatchItem(line=number, job_id=record.id))
+    return items
+
+
+def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], settings: Settings) -> DryRun:
+    items = []
+    for number, value in lines:
+        try:
+            proposal = propose(_job(value), settings, require_keys=False)
+        except _REFUSALS as error:
+            items.append(PlannedItem(line=number, error=refusal_reason(error)))
+            continue
+        plan = proposal.plan
+        items.append(PlannedItem(
+            line=number, intent=proposal.analysis.intent, tier=plan.tier, model=plan.model,
+            tokens=plan.estimated_input_tokens + plan.estimated_output_tokens, cost_usd=plan.estimated_cost_usd,
+            baseline_tokens=plan.baseline.input_tokens + plan.baseline.output_tokens,
+            baseline_cost_usd=plan.baseline.cost_usd,
+        ))
+    cost = sum(item.cost_usd for item in items)
+    baseline = sum(item.baseline_cost_usd for item in items)
+    return DryRun(
+        items=items,
+        planned=sum(item.error is None for item in items),
+        refused=sum(item.error is not None for item in items),
+        tokens=sum(item.tokens for item in items),
+        cost_usd=cost,
+        baseline_tokens=sum(item.baseline_tokens for item in items),
+        baseline_cost_usd=baseline,
+        savings_usd=baseline - cost,
+        savings_pct=round(100 * (baseline - cost) / baseline, 2) if baseline else 0.0,
+    )

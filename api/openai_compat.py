@@ -1,0 +1,201 @@
+"""An OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`.
+
+Any OpenAI client works by pointing its base URL here. `model: "auto"` lets the orchestrator choose; a catalog
+model name is honoured (or refused with the reason). The conversation maps onto the orchestrator's request: the
+last user message is the request, system messages and earlier turns become context. With `stream: true` the
+worker streams the provider's answer and relays each piece through Redis; the pieces go out as OpenAI chunks.
+The chosen model, the job and the cost and savings are in `x-orchestrator-*` response headers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.submission import JobRequest, NoProviderConfigured, submit
+from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.routing import PlanningError
+
+router = APIRouter(tags=["openai"])
+AUTO = "auto"
+CHAT_WAIT_SECONDS = 600
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # OpenAI parameters the orchestrator does not use are accepted
+
+    model: str = Field(AUTO, description='"auto", or a model of GET /v1/models')
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class OpenAIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}}
+        return JSONResponse(body, self.status)
+
+
+def job_request(chat: ChatCompletionRequest) -> JobRequest:
+    users = [i for i, message in enumerate(chat.messages) if message.role == "user"]
+    if not users:
+        raise OpenAIError(400, "messages must contain a user message")
+    last = users[-1]
+    context: dict[str, Any] = {}
+    instructions = [m.text for m in chat.messages if m.role in ("system", "developer") and m.text]
+    if instructions:
+        context["instructions"] = "\n".join(instructions)
+    history = [f"{m.role}: {m.text}" for m in chat.messages[:last] if m.role in ("user", "assistant") and m.text]
+    if history:
+        context["conversation"] = "\n".join(history)
+    options: dict[str, Any] = {"max_tokens": chat.max_completion_tokens or chat.max_tokens,
+                               "temperature": chat.temperature}
+    if chat.model != AUTO:
+        options["preferred_models"] = [chat.model]
+    try:
+        return JobRequest(request=chat.messages[last].text or " ", context=context, options=options)
+    except ValidationError as error:
+        raise OpenAIError(400, str(error.errors()[0]["msg"])) from None
+
+
+def _headers(record: JobRecord) -> dict[str, str]:
+    headers = {"x-orchestrator-job-id": record.id, "x-orchestrator-model": record.model_used or record.plan.model}
+    if record.cost_usd is not None:
+        headers |= {"x-orchestrator-cost-usd": f"{record.cost_usd:.8f}",
+                    "x-orchestrator-baseline-cost-usd": f"{record.baseline_cost_usd:.8f}",
+                    "x-orchestrator-savings-usd": f"{record.savings_usd:.8f}"}
+    else:
+        headers |= {"x-orchestrator-estimated-cost-usd": f"{record.plan.estimated_cost_usd:.8f}",
+                    "x-orchestrator-baseline-cost-usd": f"{record.plan.baseline.cost_usd:.8f}",
+                    "x-orchestrator-estimated-savings-usd": f"{record.plan.estimated_savings_usd:.8f}"}
+    return headers
+
+
+def _usage(record: JobRecord) -> dict[str, int]:
+    usage = record.usage
+    prompt, completion = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _failure(record: JobRecord) -> OpenAIError:
+    if record.status == JobStatus.failed:
+        return OpenAIError(502, record.error or "the request failed", "api_error", "upstream_error")
+    return OpenAIError(504, f"no answer within {CHAT_WAIT_SECONDS}s; job {record.id} is {record.status}",
+                       "api_error", "timeout")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
+    """OpenAI chat completions, served by the orchestrator's choice of model (or the one named)."""
+    settings, celery = request.app.state.settings, request.app.state.celery
+    store = JobStore(settings)
+    try:
+        body = job_request(chat)
+        record = await run_in_threadpool(submit, body, settings, store, celery, None, chat.stream)
+    except OpenAIError as error:
+        return error.response()
+    except PlanningError as error:
+        return OpenAIError(400, str(error), code="model_not_available").response()
+    except NoProviderConfigured as error:
+        return OpenAIError(503, str(error), "api_error", "no_provider").response()
+    if chat.model != AUTO and record.plan.model != chat.model:
+        store.update(record.id, status=JobStatus.cancelled, stage="cancelled", error="requested model unavailable")
+        why = record.plan.rejected.get(chat.model, "not usable")
+        return OpenAIError(400, f"model {chat.model} is not available: {why}", code="model_not_available").response()
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        return StreamingResponse(_chunks(store, record, include_usage), media_type="text/event-stream",
+                                 headers=_headers(record))
+    finished = await run_in_threadpool(store.wait, record.id, CHAT_WAIT_SECONDS)
+    if finished is None or finished.status != JobStatus.succeeded:
+        return _failure(finished or record).response()
+    return JSONResponse({
+        "id": f"chatcmpl-{finished.id}",
+        "object": "chat.completion",
+        "created": int(finished.created_at),
+        "model": finished.model_used,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": finished.result},
+                     "finish_reason": "stop", "logprobs": None}],
+        "usage": _usage(finished),
+    }, headers=_headers(finished))
+
+
+def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator[str]:
+    """SSE chunks: the role, each relayed piece as it arrives, the finish, the usage, then [DONE]."""
+    base = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": int(record.created_at),
+            "model": record.plan.model}
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return f"data: {json.dumps(base | {'choices': [choice]} | extra)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    stream_key, last_id, sent = store.stream_key(record.id), "0-0", False
+    deadline = time.monotonic() + CHAT_WAIT_SECONDS
+    ended = False
+    while not ended and time.monotonic() < deadline:
+        replies = store.redis.xread({stream_key: last_id}, block=1000, count=100)
+        for _, entries in replies or []:
+            for entry_id, fields in entries:
+                last_id = entry_id
+                if "d" in fields:
+                    sent = True
+                    yield event({"content": fields["d"]})
+                if "end" in fields:
+                    ended = True
+        if not replies and (store.status(record.id) or JobStatus.failed).terminal:
+            ended = True  # cancelled, or finished without a stream (e.g. by another delivery)
+    final = store.get(record.id) or record
+    base["model"] = final.model_used or final.plan.model
+    if final.status != JobStatus.succeeded:
+        error = _failure(final)
+        yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind, 'code': error.code}})}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    if not sent and final.result:  # answered from the cache: nothing was streamed
+        yield event({"content": final.result})
+    yield event({}, "stop")
+    if include_usage:
+        yield f"data: {json.dumps(base | {'choices': [], 'usage': _usage(final)})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+@router.get("/v1/models")
+def list_models(request: Request) -> dict[str, Any]:
+    """`auto` and every catalog model, in OpenAI's list format."""
+    settings = request.app.state.settings
+    data = [{"id": AUTO, "object": "model", "created": 0, "owned_by": "orchestrator"}]
+    data += [{"id": name, "object": "model", "created": 0, "owned_by": spec.provider}
+             for name, spec in settings.models.items()]
+    return {"object": "list", "data": data}

@@ -1,0 +1,133 @@
+"""Batches: many jobs submitted together, followed and read back as one, in input order.
+
+A batch is a small record plus the ordered list of its items: each item is a job id, or the reason its input line
+was refused (with the line number), so one bad line never sinks the rest and results come back in input order.
+Counts, tokens, cost and savings are read from the jobs themselves, in one pipelined round trip, so they are never
+out of step with what the jobs say.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import redis
+from pydantic import BaseModel
+
+from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.settings import Settings
+from shared.store import key
+
+
+class BatchItem(BaseModel):
+    line: int
+    job_id: str | None = None
+    error: str | None = None
+
+
+class BatchSummary(BaseModel):
+    id: str
+    created_at: float
+    total: int
+    refused: int
+    counts: dict[str, int]
+    finished: int
+    progress: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+    savings_usd: float
+    savings_pct: float
+
+
+class BatchStore:
+    def __init__(self, settings: Settings, client: redis.Redis, jobs: JobStore) -> None:
+        self.settings = settings
+        self.redis = client
+        self.jobs = jobs
+
+    def _key(self, batch_id: str) -> str:
+        return key(self.settings, "batch", batch_id)
+
+    def create(self, items: list[BatchItem]) -> str:
+        batch_id = uuid.uuid4().hex
+        ttl = self.settings.job_ttl_seconds
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key(batch_id), mapping={"created_at": time.time(), "total": len(items)})
+            pipe.expire(self._key(batch_id), ttl)
+            for start in range(0, len(items), 1000):
+                pipe.rpush(f"{self._key(batch_id)}:items", *(i.model_dump_json() for i in items[start:start + 1000]))
+            pipe.expire(f"{self._key(batch_id)}:items", ttl)
+            pipe.execute()
+        return batch_id
+
+    def items(self, batch_id: str) -> list[BatchItem] | None:
+        if not self.redis.exists(self._key(batch_id)):
+            return None
+        return [BatchItem.model_validate_json(raw) for raw in self.redis.lrange(f"{self._key(batch_id)}:items", 0, -1)]
+
+    def records(self, items: list[BatchItem]) -> Iterator[tuple[BatchItem, JobRecord | None]]:
+        """Each item with its job record, read 200 at a time."""
+        for start in range(0, len(items), 200):
+            window = items[start:start + 200]
+            ids = [item.job_id for item in window if item.job_id]
+            records = dict(zip(ids, self.jobs.get_many(ids), strict=True))
+            for item in window:
+                yield item, records.get(item.job_id) if item.job_id else None
+
+    def summary(self, batch_id: str) -> BatchSummary | None:
+        items = self.items(batch_id)
+        if items is None:
+            return None
+        meta = self.redis.hgetall(self._key(batch_id))
+        counts: Counter[str] = Counter()
+        input_tokens = output_tokens = 0
+        cost = baseline = 0.0
+        for item, record in self.records(items):
+            if record is None:
+                counts["refused" if item.error else "expired"] += 1
+                continue
+            counts[record.status] += 1
+            if record.status == JobStatus.succeeded:
+                input_tokens += record.usage.input_tokens if record.usage else 0
+                output_tokens += record.usage.output_tokens if record.usage else 0
+                cost += record.cost_usd or 0.0
+                baseline += record.baseline_cost_usd or 0.0
+        finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled", "refused", "expired"))
+        return BatchSummary(
+            id=batch_id,
+            created_at=float(meta["created_at"]),
+            total=len(items),
+            refused=counts["refused"],
+            counts=dict(counts),
+            finished=finished,
+            progress=round(finished / len(items), 4) if items else 1.0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            baseline_cost_usd=baseline,
+            savings_usd=baseline - cost,
+            savings_pct=round(100 * (baseline - cost) / baseline, 2) if baseline else 0.0,
+        )
+
+
+def result_line(item: BatchItem, record: JobRecord | None) -> str:
+    """One JSONL line of a batch's results."""
+    if record is None:
+        return json.dumps({"line": item.line, "status": "refused" if item.error else "expired", "error": item.error})
+    return json.dumps({
+        "line": item.line,
+        "job_id": record.id,
+        "status": record.status,
+        "result": record.result,
+        "model": record.model_used,
+        "input_tokens": record.usage.input_tokens if record.usage else None,
+        "output_tokens": record.usage.output_tokens if record.usage else None,
+        "cost_usd": record.cost_usd,
+        "baseline_cost_usd": record.baseline_cost_usd,
+        "error": record.error,
+    })

@@ -1,0 +1,69 @@
+"""The official openai client, pointed at the running API, gets completions, streams and model lists."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from shared.settings import load_settings
+
+
+@pytest.fixture
+def client(api):
+    return openai.OpenAI(base_url=f"{str(api.base_url).rstrip('/')}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_auto_and_the_catalog(client):
+    ids = [model.id for model in client.models.list()]
+    assert ids[0] == "auto" and set(ids[1:]) == set(load_settings().models)
+
+
+def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wire_servers):
+    start_worker()
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "system", "content": "Answer in French."},
+                  {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Bonjour"},
+                  {"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=50,
+    )
+    completion = raw.parse()
+    assert completion.model == "gemini-2.0-flash" == raw.headers["x-orchestrator-model"]
+    assert completion.choices[0].message.content.startswith("[gemini-2.0-flash] What is the capital of France?")
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens > 0 and completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens)
+    assert float(raw.headers["x-orchestrator-savings-usd"]) > 0
+    assert float(raw.headers["x-orchestrator-cost-usd"]) < float(raw.headers["x-orchestrator-baseline-cost-usd"])
+    prompt = wire_servers["google"].requests[-1].body["contents"][-1]["parts"][0]["text"]
+    assert "instructions: Answer in French." in prompt and "user: Hi\nassistant: Bonjour" in prompt
+    assert wire_servers["google"].requests[-1].body["generationConfig"]["maxOutputTokens"] == 50
+
+
+def test_a_named_model_is_honoured(client, start_worker, wire_servers):
+    start_worker()
+    completion = client.chat.completions.create(model="claude-3-5-haiku-20241022",
+                                                messages=[{"role": "user", "content": "Define entropy"}])
+    assert completion.model == "claude-3-5-haiku-20241022"
+    assert wire_servers["anthropic"].requests[-1].model == "claude-3-5-haiku-20241022"
+
+
+def test_unknown_model_is_an_openai_style_error(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert error.value.code == "model_not_available" and "unknown model(s) gpt-9" in error.value.message
+
+
+def test_streaming_relays_the_providers_pieces(client, start_worker, wire_servers):
+    start_worker()
+    stream = client.chat.completions.create(
+        model="auto", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Write a haiku about autumn leaves falling"}])
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    answer = "[gemini-2.0-flash] Write a haiku about autumn leaves falling"
+    assert "".join(pieces) == answer
+    assert len(pieces) == len(answer.split())  # relayed piece by piece, as the provider streamed them
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert wire_servers["google"].requests[-1].path.endswith(":streamGenerateContent?alt=sse")
