@@ -78,7 +78,7 @@ def parse_jsonl(text: str) -> list[tuple[int, dict[str, Any] | str]]:
     return parsed
 
 
-def _job(value: dict[str, Any] | str) -> JobRequest:
+def as_job(value: dict[str, Any] | str) -> JobRequest:
     if isinstance(value, str):
         raise ValueError(value)
     return JobRequest.model_validate(value)
@@ -90,7 +90,7 @@ def refusal_reason(error: Exception) -> str:
     return str(error)
 
 
-_REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured)
+REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured)
 
 
 def submit_lines(
@@ -100,8 +100,8 @@ def submit_lines(
     items = []
     for number, value in lines:
         try:
-            record = submit(_job(value), settings, store, celery, open_breakers)
-        except _REFUSALS as error:
+            record = submit(as_job(value), settings, store, celery, open_breakers)
+        except REFUSALS as error:
             items.append(BatchItem(line=number, error=refusal_reason(error)))
         else:
             items.append(BatchItem(line=number, job_id=record.id))
@@ -112,8 +112,8 @@ def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], settings: Settings
     items = []
     for number, value in lines:
         try:
-            proposal = propose(_job(value), settings, require_keys=False)
-        except _REFUSALS as error:
+            proposal = propose(as_job(value), settings, require_keys=False)
+        except REFUSALS as error:
             items.append(PlannedItem(line=number, error=refusal_reason(error)))
             continue
         plan = proposal.plan

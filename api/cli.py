@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the rows and totals as JSON")
     demo.set_defaults(handler=_demo)
 
+    batch = commands.add_parser("batch", help="run a JSONL file of jobs, or a folder of documents; resumable")
+    batch.add_argument("path", type=Path, help="a JSONL file (one job body per line) or a folder of text files")
+    batch.add_argument("--request", help="with a folder: the request applied to every document")
+    batch.add_argument("--output", type=Path, help="results file (default: PATH.results.jsonl)")
+    batch.add_argument("--dry-run", action="store_true", help="plan every item and project the cost; run none")
+    batch.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    batch.set_defaults(handler=_batch)
+
     mcp = commands.add_parser("mcp", help="the MCP server over stdio (for Claude Desktop, Claude Code, IDEs)")
     mcp.set_defaults(handler=_mcp)
 
@@ -329,6 +337,39 @@ def _demo(args: argparse.Namespace) -> int:
     console.print("[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
                   "the answer length is the same estimate on both sides. Nothing was sent.[/dim]")
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from api.batch_cli import default_output, dry_run, run_batch
+
+    settings = get_settings()
+    try:
+        if args.dry_run:
+            plan = dry_run(args.path, args.request, settings)
+            if args.json:
+                print(plan.model_dump_json(indent=2))
+            else:
+                console.print(f"{plan.planned} items planned, {plan.refused} refused\n"
+                              f"WITHOUT orchestrator: {plan.baseline_tokens:,} tokens, ${plan.baseline_cost_usd:.4f}\n"
+                              f"WITH orchestrator:    {plan.tokens:,} tokens, ${plan.cost_usd:.4f}\n"
+                              f"Savings: ${plan.savings_usd:.4f} ({plan.savings_pct}%)")
+                for item in plan.items:
+                    if item.error:
+                        errors.print(f"line {item.line}: {item.error}")
+            return 0
+        if not settings.usable_providers():
+            errors.print(f"No provider key is configured: {settings.key_variables_hint()}.")
+            return 2
+        output = args.output or default_output(args.path)
+        with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
+            from workers.celery_app import app
+
+            counts = run_batch(args.path, args.request, output, settings, app, console)
+    except (OSError, ValueError) as error:
+        errors.print(f"[red]cannot run the batch[/red]: {error}")
+        return 1
+    console.print(", ".join(f"{name} {count}" for name, count in counts.items() if count) + f"; results in {output}")
+    return 0 if not counts.get("failed") else 1
 
 
 def _mcp(args: argparse.Namespace) -> int:
