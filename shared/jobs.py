@@ -165,12 +165,57 @@ return done
 """
 
 
+# Claim a job for a delivery: an unfinished job is marked running and its delivery counted; the record is returned
+# as it then is (finished or not), in one round trip. KEYS[1] the record; ARGV[1] TTL, then field/value pairs.
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {} end
+if status ~= '"succeeded"' and status ~= '"failed"' and status ~= '"cancelled"' then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# Finish a job that is not finished yet, wake its waiters, and return the record; empty if it was already finished.
+# KEYS[1] the record, KEYS[2] its done list; ARGV[1] TTL, then field/value pairs.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return {} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], 600)
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def _pairs(fields: dict[str, Any]) -> list[str]:
+    pairs: list[str] = []
+    for name, value in fields.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        elif isinstance(value, list):
+            value = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in value]
+        pairs += [name, json.dumps(value)]
+    return pairs
+
+
+def _record(flat: list[str]) -> JobRecord | None:
+    if not flat:
+        return None
+    return JobRecord.model_validate({flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)})
+
+
 class JobStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or redis_client(settings)
         self._update = self.redis.register_script(_UPDATE_UNFINISHED)
         self._chunk_done = self.redis.register_script(_CHUNK_DONE)
+        self._claim = self.redis.register_script(_CLAIM)
+        self._finish = self.redis.register_script(_FINISH)
 
     def _key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id)
@@ -220,14 +265,16 @@ class JobStore:
 
     def update(self, job_id: str, **fields: Any) -> bool:
         """Set some fields of an unfinished job; False if it is finished or gone (the write is then dropped)."""
-        pairs: list[str] = []
-        for name, value in fields.items():
-            if isinstance(value, BaseModel):
-                value = value.model_dump(mode="json")
-            elif isinstance(value, list):
-                value = [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in value]
-            pairs += [name, json.dumps(value)]
-        return bool(self._update(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *pairs]))
+        return bool(self._update(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+
+    def claim(self, job_id: str, **fields: Any) -> JobRecord | None:
+        """Mark an unfinished job running (`fields`) and count the delivery; the record, finished or not."""
+        return _record(self._claim(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+
+    def finish(self, job_id: str, **fields: Any) -> JobRecord | None:
+        """Finish the job with `fields` and wake its waiters; None if it had finished already."""
+        return _record(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
+                                    args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
 
     def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""

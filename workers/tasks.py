@@ -26,7 +26,14 @@ log = get_task_logger(__name__)
 def execute_job(self: Task, job_id: str) -> dict[str, Any]:
     runtime = services()
     store, executor, metrics = runtime.jobs, runtime.executor, runtime.metrics
-    record = store.get(job_id)
+    delivery = self.request.delivery_info or {}
+    record = store.claim(
+        job_id,
+        status=JobStatus.running,
+        stage="running",
+        started_at=time.time(),
+        worker=f"{self.request.hostname} ({delivery.get('routing_key', '?')})",
+    )
     if record is None:
         log.warning("job %s has no record (expired or deleted); dropping", job_id)
         return {"job_id": job_id, "status": "missing"}
@@ -34,16 +41,6 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         # A redelivered message for a finished job: make sure it was counted (a no-op if it was), nothing more.
         metrics.record(record.outcome())
         return {"job_id": job_id, "status": record.status}
-
-    delivery = self.request.delivery_info or {}
-    store.update(
-        job_id,
-        status=JobStatus.running,
-        stage="running",
-        started_at=time.time(),
-        deliveries=record.deliveries + 1,
-        worker=f"{self.request.hostname} ({delivery.get('routing_key', '?')})",
-    )
     try:
         document = _document_text(record)
         relay = (lambda text: store.append_delta(job_id, text)) if record.input.stream else None
@@ -100,10 +97,7 @@ def _document_text(record: JobRecord) -> str | None:
 
 def _finish(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:
     """Make the job terminal; None if it already was (cancelled meanwhile, or finished by another delivery)."""
-    if not store.update(job_id, stage="done", progress=1.0, finished_at=time.time(), **fields):
-        return None
-    store.mark_done(job_id)
-    record = store.get(job_id)
+    record = store.finish(job_id, stage="done", progress=1.0, finished_at=time.time(), **fields)
     if record is not None and record.input.stream:
         store.close_stream(job_id, record.status)
     return record

@@ -188,6 +188,8 @@ class WireServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._address = (host, port)
         self._lock = threading.Lock()
+        self._in_flight = 0
+        self.peak_in_flight = 0  # most requests being answered at once, for throughput benchmarks
         self._fifo: deque[Behaviour] = deque()
         self._per_model: dict[str, Behaviour] = {}
         self._chaos: dict[str, tuple[float, random.Random]] = {}
@@ -285,6 +287,7 @@ class WireServer:
             self._per_model.clear()
             self._chaos.clear()
             self._requests.clear()
+            self.peak_in_flight = 0
 
     # plumbing for subclasses -----------------------------------------------------------------------------------
 
@@ -296,7 +299,13 @@ class WireServer:
         model = self._model_of(ex)
         with self._lock:
             self._requests.append(RecordedRequest(ex.method, ex.path, ex.headers, ex.body, model))
-        self._serve(ex, model)
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            self._serve(ex, model)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _take(self, model: str) -> Behaviour:
         """The behaviour for this call (FIFO, then chaos, then per-model, then Reply()), after its delay."""

@@ -1,0 +1,210 @@
+"""End-to-end throughput and overhead of the orchestrator on this machine.
+
+1. Jobs per second through the HTTP API, Redis, one LLM worker process (32 threads) and a provider that answers at
+   once, side by side with bare Celery no-op tasks on the same Redis with the same worker process shape.
+2. Jobs one LLM worker process keeps in flight when the provider takes 1 s per call.
+3. The latency a chat completion through the orchestrator adds over calling the provider server directly
+   (sequential, the official openai client both ways, median).
+
+Everything (client, API, worker, Redis, provider) shares this machine's cores. Run: python tests/bench/throughput.py
+Targets: at least 50% of bare Celery's throughput; 200 jobs in flight per worker; added latency under 5 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from support import ROOT, bench_redis
+
+import httpx
+import redis
+from rich.console import Console
+from rich.table import Table
+
+JOBS = 2000
+CLIENT_THREADS = 16
+LOGS = Path(tempfile.mkdtemp(prefix="throughput-"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spawn(name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=(LOGS / f"{name}.log").open("wb"),
+                            stderr=subprocess.STDOUT)
+
+
+def wait_log(name: str, marker: bytes, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in (LOGS / f"{name}.log").read_bytes():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} did not start: {(LOGS / f'{name}.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def worker(name: str, env: dict[str, str], concurrency: int) -> subprocess.Popen:
+    process = spawn(name, [sys.executable, "-m", "api.cli", "worker", "--queues", "llm.simple,llm.moderate,llm.complex",
+                           "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"], env)
+    wait_log(name, b"ready.")
+    return process
+
+
+def submit_all(base: str, bodies: list[dict]) -> None:
+    local = threading.local()
+
+    def post(body: dict) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base, timeout=30)
+        response = local.client.post("/v1/jobs", json=body)
+        response.raise_for_status()
+
+    with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+        list(pool.map(post, bodies))
+
+
+def wait_successes(client: redis.Redis, count: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while int(client.hget("orch:metrics:total", "successes") or 0) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError("jobs did not finish")
+        time.sleep(0.01)
+
+
+def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: str) -> float:
+    process = worker(f"llm-{tag}", env, 32)
+    try:
+        client.hdel("orch:metrics:total", "successes")
+        bodies = [{"request": f"What is the capital of country {tag}-{i}?"} for i in range(JOBS)]
+        started = time.perf_counter()
+        submit_all(base, bodies)
+        wait_successes(client, JOBS)
+        return JOBS / (time.perf_counter() - started)
+    finally:
+        stop(process)
+
+
+def celery_noop_per_second(url: str, env: dict[str, str]) -> float:
+    process = spawn("noop", [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", "noop", "-P", "threads",
+                             "-c", "32", "-E", "--loglevel", "INFO"], env | {"BENCH_REDIS_URL": url},
+                    cwd=ROOT / "tests" / "bench")
+    try:
+        wait_log("noop", b"ready.")
+        sys.path.insert(0, str(ROOT / "tests" / "bench"))
+        os.environ["BENCH_REDIS_URL"] = url
+        from noop_app import noop
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CLIENT_THREADS) as pool:
+            results = list(pool.map(lambda _: noop.apply_async(queue="noop"), range(JOBS)))
+        for result in results:
+            result.get(timeout=120)
+        return JOBS / (time.perf_counter() - started)
+    finally:
+        stop(process)
+
+
+def in_flight(base: str, client: redis.Redis, env: dict[str, str], wire) -> int:
+    from tests.wire.servers import Reply
+
+    wire["google"].set_model("gemini-2.0-flash", Reply(delay_s=1.0))
+    wire["google"].peak_in_flight = 0
+    client.hdel("orch:metrics:total", "successes")
+    # the queue is full before the worker starts, so the measure is the worker's capacity, not the submit rate
+    submit_all(base, [{"request": f"What is the capital of slow country {i}?"} for i in range(600)])
+    process = worker("llm-slow", env, 256)
+    try:
+        wait_successes(client, 600)
+        return wire["google"].peak_in_flight
+    finally:
+        stop(process)
+        wire["google"].set_model("gemini-2.0-flash", None)
+
+
+def added_latency(base: str, env: dict[str, str], wire) -> tuple[float, float]:
+    import openai
+
+    process = worker("llm-latency", env, 32)
+    try:
+        direct = openai.OpenAI(base_url=wire["openai"].url, api_key="bench", max_retries=0)
+        routed = openai.OpenAI(base_url=f"{base}/v1", api_key="bench", max_retries=0)
+        samples: dict[str, list[float]] = {"direct": [], "routed": []}
+        for i in range(330):
+            for name, client in (("direct", direct), ("routed", routed)):
+                started = time.perf_counter()
+                client.chat.completions.create(model="gpt-4o-mini",
+                                               messages=[{"role": "user", "content": f"Define term {name} {i}"}])
+                if i >= 30:  # warm-up
+                    samples[name].append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples["direct"]), statistics.median(samples["routed"])
+    finally:
+        stop(process)
+
+
+def main() -> None:
+    from tests.wire.servers import AnthropicWireServer, GeminiWireServer, OpenAIWireServer
+
+    wire = {"openai": OpenAIWireServer(), "anthropic": AnthropicWireServer(), "google": GeminiWireServer()}
+    for server in wire.values():
+        server.start()
+    with bench_redis() as url:
+        client = redis.Redis.from_url(url)
+        env = {**os.environ, "ORCH_REDIS_URL": url, "PYTHONPATH": str(ROOT),
+               "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": wire["openai"].url,
+               "ANTHROPIC_API_KEY": "bench", "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
+               "GOOGLE_API_KEY": "bench", "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
+               "ORCH_RESPONSE_CACHE__ENABLED": "false"}
+        port = free_port()
+        api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_log("api", b"Uvicorn running")
+            noop = celery_noop_per_second(url, env)
+            jobs = jobs_per_second(base, client, env, "a")
+            peak = in_flight(base, client, env, wire)
+            direct_ms, routed_ms = added_latency(base, env, wire)
+        finally:
+            stop(api)
+    for server in wire.values():
+        server.stop()
+
+    table = Table(title=f"throughput on this machine ({os.cpu_count()} cores shared by client, API, worker, Redis)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row(f"jobs/s end to end ({JOBS} jobs, HTTP + queue + 32-thread worker)", f"{jobs:.0f}")
+    table.add_row(f"bare Celery no-op tasks/s (same Redis, same worker shape)", f"{noop:.0f}")
+    table.add_row("ratio", f"{jobs / noop:.2f}")
+    table.add_row("jobs in flight in one worker process (provider takes 1 s)", str(peak))
+    table.add_row("chat completion, provider directly (median ms)", f"{direct_ms:.2f}")
+    table.add_row("chat completion through the orchestrator (median ms)", f"{routed_ms:.2f}")
+    table.add_row("added latency (median ms)", f"{routed_ms - direct_ms:.2f}")
+    Console().print(table)
+    print(json.dumps({"jobs_per_s": round(jobs, 1), "celery_noop_per_s": round(noop, 1),
+                      "ratio": round(jobs / noop, 3), "in_flight_per_worker": peak,
+                      "added_latency_ms_p50": round(routed_ms - direct_ms, 2)}))
+
+
+if __name__ == "__main__":
+    main()
