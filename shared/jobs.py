@@ -178,16 +178,16 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
-# Finish a job that is not finished yet, wake its waiters, and return the record; empty if it was already finished.
+# Finish a job that is not finished yet and wake its waiters; 0 if it was already finished.
 # KEYS[1] the record, KEYS[2] its done list; ARGV[1] TTL, then field/value pairs.
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return {} end
+if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 600)
-return redis.call('HGETALL', KEYS[1])
+return 1
 """
 
 
@@ -271,10 +271,10 @@ class JobStore:
         """Mark an unfinished job running (`fields`) and count the delivery; the record, finished or not."""
         return _record(self._claim(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
 
-    def finish(self, job_id: str, **fields: Any) -> JobRecord | None:
-        """Finish the job with `fields` and wake its waiters; None if it had finished already."""
-        return _record(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
-                                    args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+    def finish(self, job_id: str, **fields: Any) -> bool:
+        """Finish the job with `fields` and wake its waiters; False if it had finished already."""
+        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
+                                 args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
 
     def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""

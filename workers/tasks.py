@@ -49,7 +49,7 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
-        finished = _finish(store, job_id, status=JobStatus.failed, attempts=error.attempts, error=str(error))
+        finished = _finish(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error))
     else:
         completion = served.completion
         sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)
@@ -58,7 +58,7 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
         finished = _finish(
             store,
-            job_id,
+            record,
             status=JobStatus.succeeded,
             result=completion.text,
             model_used=served.model,
@@ -95,9 +95,12 @@ def _document_text(record: JobRecord) -> str | None:
     return text
 
 
-def _finish(store: JobStore, job_id: str, **fields: Any) -> JobRecord | None:
-    """Make the job terminal; None if it already was (cancelled meanwhile, or finished by another delivery)."""
-    record = store.finish(job_id, stage="done", progress=1.0, finished_at=time.time(), **fields)
-    if record is not None and record.input.stream:
-        store.close_stream(job_id, record.status)
-    return record
+def _finish(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | None:
+    """Make the job terminal; the finished record, or None if it already was terminal (cancelled meanwhile, or
+    finished by another delivery)."""
+    fields |= {"stage": "done", "progress": 1.0, "finished_at": time.time()}
+    if not store.finish(record.id, **fields):
+        return None
+    if record.input.stream:
+        store.close_stream(record.id, fields["status"])
+    return record.model_copy(update=fields)
