@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx2
 from google import genai
 from google.genai import errors, types
 
@@ -26,6 +27,8 @@ class GoogleProvider:
                 # google-genai 3.x defaults to "v1"; v1beta is where the Gemini API ships features first.
                 api_version="v1beta",
                 retry_options=types.HttpRetryOptions(attempts=1),  # one attempt: retries live above the adapter
+                # httpx's default pool (100 connections) would cap a worker's calls in flight at 100
+                client_args={"limits": httpx2.Limits(max_connections=1000, max_keepalive_connections=100)},
             ),
         )
 

@@ -176,6 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # never wait for handlers that are sleeping out a delay
+    request_queue_size = 1024  # many workers connect at once in throughput tests
     wire: WireServer
 
 
