@@ -24,7 +24,15 @@ from api.batch_routes import router as batch_routes
 from api.mcp_server import create_mcp_server
 from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
-from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from api.submission import (
+    JobAccepted,
+    JobRequest,
+    NoProviderConfigured,
+    Proposal,
+    UnknownDocument,
+    propose,
+    submit,
+)
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.jobs import JobRecord, JobStatus, JobStore
@@ -32,28 +40,6 @@ from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError
 from shared.settings import Settings, get_settings
 from shared.store import StoreUnavailable
-
-
-class JobAccepted(BaseModel):
-    id: str
-    status: JobStatus
-    queue: str
-    model: str
-    estimated_cost_usd: float
-    baseline_cost_usd: float
-    poll: str
-
-    @classmethod
-    def of(cls, record: JobRecord) -> JobAccepted:
-        return cls(
-            id=record.id,
-            status=record.status,
-            queue=record.queue,
-            model=record.plan.model,
-            estimated_cost_usd=record.plan.estimated_cost_usd,
-            baseline_cost_usd=record.plan.baseline.cost_usd,
-            poll=f"/v1/jobs/{record.id}",
-        )
 
 
 class Health(BaseModel):

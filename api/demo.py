@@ -31,16 +31,17 @@ def login(form: LoginForm, db: Session = Depends(get_db)):
 '''
 
 
-def _document(min_tokens: int) -> str:
-    """A real long document built on this machine: the standard library's own source."""
+def standard_library_source(min_tokens: int) -> list[str]:
+    """Real long text built on this machine, one part per file: the Python standard library's own source, in
+    file order, until the parts hold `min_tokens` tokens."""
     parts, tokens = [], 0
-    for path in sorted(Path(os.__file__).parent.glob("*.py")):
+    for path in sorted(Path(os.__file__).parent.rglob("*.py")):
         text = path.read_text(encoding="utf-8", errors="replace")
         parts.append(text)
         tokens += count_tokens(text)
         if tokens >= min_tokens:
             break
-    return "\n\n".join(parts)
+    return parts
 
 
 def demo_requests() -> list[tuple[str, JobRequest]]:
@@ -62,7 +63,7 @@ def demo_requests() -> list[tuple[str, JobRequest]]:
             "tests. Then write a migration plan from our legacy cron setup, ensuring backward compatibility and "
             "zero downtime."))),
         ("document", JobRequest(request="Find where the standard library validates file paths and explain it",
-                                document=_document(300_000),
+                                document="\n\n".join(standard_library_source(300_000)),
                                 options={"preferred_models": ["gpt-4o-mini"]})),
     ]
 

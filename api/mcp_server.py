@@ -19,7 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from api.submission import JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from api.submission import JobAccepted, JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
 from shared.analysis import RequestOptions
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
@@ -30,15 +30,6 @@ from workers.celery_app import app as celery
 
 HOST_PROVIDER = "mcp-host"
 _POLL_SECONDS = 0.1
-
-
-class JobHandle(BaseModel):
-    id: str
-    status: JobStatus
-    queue: str
-    model: str
-    estimated_cost_usd: float
-    baseline_cost_usd: float
 
 
 class JobResult(BaseModel):
@@ -140,13 +131,11 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         options: RequestOptions | None = None,
         document: str | None = None,
         document_id: str | None = None,
-    ) -> JobHandle:
+    ) -> JobAccepted:
         """Queue a request and return at once with its job id; poll it with get_job."""
         record = await run(submit, body(request, context, options, document, document_id), settings,
                            JobStore(settings), celery)
-        return JobHandle(id=record.id, status=record.status, queue=record.queue, model=record.plan.model,
-                         estimated_cost_usd=record.plan.estimated_cost_usd,
-                         baseline_cost_usd=record.plan.baseline.cost_usd)
+        return JobAccepted.of(record)
 
     @server.tool()
     async def get_job(job_id: str) -> JobResult:

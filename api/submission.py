@@ -65,6 +65,28 @@ class UnknownDocument(LookupError):
     pass
 
 
+class JobAccepted(BaseModel):
+    id: str
+    status: JobStatus
+    queue: str
+    model: str
+    estimated_cost_usd: float
+    baseline_cost_usd: float
+    poll: str
+
+    @classmethod
+    def of(cls, record: JobRecord) -> JobAccepted:
+        return cls(
+            id=record.id,
+            status=record.status,
+            queue=record.queue,
+            model=record.plan.model,
+            estimated_cost_usd=record.plan.estimated_cost_usd,
+            baseline_cost_usd=record.plan.baseline.cost_usd,
+            poll=f"/v1/jobs/{record.id}",
+        )
+
+
 class Proposal(BaseModel):
     analysis: Analysis
     plan: Plan
@@ -163,5 +185,5 @@ def submit(
 
 
 __all__ = [
-    "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
+    "JobAccepted", "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
 ]

@@ -36,7 +36,7 @@ from shared.tokens import DEFAULT_ENCODING, encoding
 if TYPE_CHECKING:
     from shared.settings import ChunkingSettings
 
-__all__ = ["Chunk", "chunk_bytes", "chunk_text", "chunks_for"]
+__all__ = ["Chunk", "chunk_text", "chunks_for"]
 
 #: Texts at least this long (in characters) are tokenized in parallel pieces when more than one CPU is usable.
 PARALLEL_MIN_CHARS = 1 << 18
@@ -95,25 +95,6 @@ def chunk_text(
         tokens = _encode(text, encoding_name)
         text_bytes = text.encode("utf-8")
     return _chunks(text, text_bytes, tokens, encoding_name, chunk_size, overlap, min_chunk, max_chunk, window)
-
-
-def chunk_bytes(
-    text_bytes: bytes,
-    *,
-    chunk_size: int = 10_000,
-    overlap: int = 200,
-    min_chunk: int = 500,
-    max_chunk: int = 50_000,
-    boundary_window: int | None = None,
-    encoding_name: str = DEFAULT_ENCODING,
-) -> list[Chunk]:
-    """`chunk_text` of UTF-8 bytes; chars index the decoded str. Invalid UTF-8 raises UnicodeDecodeError."""
-    window = _validate(chunk_size, overlap, min_chunk, max_chunk, boundary_window)
-    if not text_bytes:
-        return []
-    text = bytes(text_bytes).decode("utf-8")
-    tokens = _encode(text, encoding_name)
-    return _chunks(text, bytes(text_bytes), tokens, encoding_name, chunk_size, overlap, min_chunk, max_chunk, window)
 
 
 def chunks_for(text: str, settings: ChunkingSettings) -> list[Chunk]:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from support import ROOT, bench_redis
+from support import ROOT, bench_redis, stop
 
 from rich.console import Console
 from rich.table import Table
@@ -34,15 +34,9 @@ NEEDLE_SUBJECTS = [
 
 
 def build_corpus(min_tokens: int, seed: int = 2024) -> tuple[str, list[tuple[str, str]]]:
-    from shared.tokens import count_tokens
+    from api.demo import standard_library_source
 
-    parts, tokens = [], 0
-    for path in sorted(Path(os.__file__).parent.rglob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        parts.append(text)
-        tokens += count_tokens(text)
-        if tokens >= min_tokens:
-            break
+    parts = standard_library_source(min_tokens)
     rng = random.Random(seed)
     needles = []
     for subject in NEEDLE_SUBJECTS:
@@ -101,16 +95,6 @@ def peak_rss_mb(workers: list[subprocess.Popen]) -> float:
     return peak / 1024
 
 
-def stop(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-
-
 def main() -> None:
     from shared.chunking import chunk_text
     from shared.tokens import count_tokens
@@ -159,7 +143,7 @@ def main() -> None:
                 timings[count] = run_chord(f"where is the access code checked, run {count}")
                 peak = max(peak, peak_rss_mb(workers))
             finally:
-                stop(workers)
+                stop(*workers)
 
     retained = needle_retention(corpus, needles)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,3 +39,14 @@ def bench_redis(local: str = "redis://127.0.0.1:6379/12") -> Iterator[str]:
 
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    """Terminate processes, and kill those that do not exit within 20 s."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from support import ROOT, bench_redis
+from support import ROOT, bench_redis, stop
 
 import httpx
 import redis
@@ -53,16 +53,6 @@ def wait_log(name: str, marker: bytes, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{name} did not start: {(LOGS / f'{name}.log').read_text()[-2000:]}")
         time.sleep(0.05)
-
-
-def stop(*processes: subprocess.Popen) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def worker(name: str, env: dict[str, str], concurrency: int) -> subprocess.Popen:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.demo import standard_library_source
 from shared.settings import get_settings
 from shared.tokens import count_tokens
 from tests.integration.conftest import poll
@@ -22,13 +21,7 @@ QUESTION = "Find the launch code for the cobalt lighthouse"
 
 def corpus(min_tokens: int) -> str:
     """Real text: the standard library's own source, concatenated, with one needle planted in the middle."""
-    parts, tokens = [], 0
-    for path in sorted(Path(os.__file__).parent.glob("*.py")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        parts.append(text)
-        tokens += count_tokens(text)
-        if tokens >= min_tokens:
-            break
+    parts = standard_library_source(min_tokens)
     parts.insert(len(parts) // 2, f"\n\n{NEEDLE}\n\n")
     return "\n\n".join(parts)
 

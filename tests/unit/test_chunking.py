@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared import chunking
-from shared.chunking import Chunk, chunk_bytes, chunk_text, chunks_for
+from shared.chunking import Chunk, chunk_text, chunks_for
 from shared.settings import ChunkingSettings
 from shared.tokens import encoding
 
@@ -285,7 +285,6 @@ def test_special_token_text_is_plain_text():
 
 def test_empty_short_and_exact_sizes():
     assert chunk_text("") == []
-    assert chunk_bytes(b"") == []
     assert chunk_text("hello world") == [Chunk(0, 0, 2, 0, 11, 0, 11)]
     text = "東京 🚀 café"
     (only,) = chunk_text(text)
@@ -307,15 +306,6 @@ def test_lone_surrogates_are_chunked_as_replacement_characters():
     assert chunks[-1].end_char == len(text)
     clean = "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
     _check(clean, chunks, 100, 10, 20, 50_000, replacement_ok=True)
-
-
-def test_chunk_bytes_matches_chunk_text():
-    text = CORPORA["unicode"]
-    assert chunk_bytes(text.encode(), chunk_size=300, overlap=40, min_chunk=100) == chunk_text(
-        text, chunk_size=300, overlap=40, min_chunk=100
-    )
-    with pytest.raises(ValueError):
-        chunk_bytes(b"ok \xff\xfe not utf-8")
 
 
 @pytest.mark.parametrize(
