@@ -290,13 +290,17 @@ class JobStore:
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Block until the job is terminal or the timeout passes; return the record as it then is.
 
-        Each BLPOP waits at most 2 s, under the client's socket timeout (redis-py's default is 5 s).
+        The finishing worker pushes a token on the job's done list; BLMOVE waits for it and puts it straight back
+        (one atomic step), so every waiter wakes, at once if the job finished before the wait began. Each wait is
+        at most 2 s, under the client's socket timeout (redis-py's default is 5 s); in between, the record is read
+        in case the job ended without a token (cancelled through another path, or expired).
         """
+        done = self._done_key(job_id)
         deadline = time.monotonic() + timeout_s
         while True:
-            record = self.get(job_id)
             remaining = deadline - time.monotonic()
+            if remaining > 0 and self.redis.blmove(done, done, max(0.01, min(remaining, 2.0)), "LEFT", "RIGHT"):
+                return self.get(job_id)
+            record = self.get(job_id)
             if record is None or record.status.terminal or remaining <= 0:
                 return record
-            if self.redis.blpop([self._done_key(job_id)], timeout=max(0.01, min(remaining, 2.0))):
-                self.mark_done(job_id)  # leave the token for any other waiter
