@@ -13,9 +13,18 @@ class StoreUnavailable(Exception):
     """Redis cannot be reached; the front ends answer 503 and retry on the next request."""
 
 
+#: Connections per process. A worker runs hundreds of threads; redis-py's default pool (100, then an error) would
+#: fail jobs under load, so the pool is larger and a thread that finds it exhausted waits for a connection instead.
+MAX_CONNECTIONS = 1024
+
+
 @functools.lru_cache(maxsize=8)
 def _client(url: str, decode: bool) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=decode, health_check_interval=30, socket_connect_timeout=2)
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=20, decode_responses=decode, health_check_interval=30,
+        socket_connect_timeout=2,
+    )
+    return redis.Redis(connection_pool=pool)
 
 
 def redis_client(settings: Settings, decode: bool = True) -> redis.Redis:

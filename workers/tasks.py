@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from celery import Task
 from celery.utils.log import get_task_logger
 
@@ -22,8 +23,27 @@ from workers.runtime import services
 log = get_task_logger(__name__)
 
 
-@app.task(name=EXECUTE_TASK, bind=True)
+@app.task(name=EXECUTE_TASK, bind=True, max_retries=10)
 def execute_job(self: Task, job_id: str) -> dict[str, Any]:
+    """Run one job. Redis trouble retries the task (the job stays where it was); any other unexpected error fails
+    the job with the reason, so no job is left `running` forever."""
+    try:
+        return _execute(self, job_id)
+    except redis.RedisError as error:
+        raise self.retry(exc=error, countdown=min(30, 2 ** self.request.retries)) from error
+    except Exception as error:
+        log.exception("job %s failed unexpectedly", job_id)
+        runtime = services()
+        record = runtime.jobs.get(job_id)
+        if record is not None:
+            finished = _finish(runtime.jobs, record, status=JobStatus.failed,
+                               error=f"internal error: {type(error).__name__}: {error}")
+            if finished is not None:
+                runtime.metrics.record(finished.outcome())
+        return {"job_id": job_id, "status": JobStatus.failed}
+
+
+def _execute(self: Task, job_id: str) -> dict[str, Any]:
     runtime = services()
     store, executor, metrics = runtime.jobs, runtime.executor, runtime.metrics
     delivery = self.request.delivery_info or {}
