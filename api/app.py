@@ -24,16 +24,20 @@ from api.batch_routes import router as batch_routes
 from api.mcp_server import create_mcp_server
 from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
+from api.security import ApiKeyMiddleware, BodySizeLimit
 from api.submission import (
     JobAccepted,
     JobRequest,
     NoProviderConfigured,
     Proposal,
+    DocumentTooLarge,
     UnknownDocument,
+    cancel,
     propose,
     submit,
 )
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
+from shared.auth import BudgetExhausted
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.metrics import MetricsReport, read_metrics
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         lifespan=lifespan,
     )
 
+    app.add_middleware(ApiKeyMiddleware, settings=settings)
+    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     app.state.settings = settings
     app.state.celery = celery
     app.include_router(batch_routes)
@@ -85,6 +91,14 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:
         return JSONResponse({"detail": str(error), "rejected": error.reasons}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(BudgetExhausted)
+    async def budget_exhausted(_: Request, error: BudgetExhausted) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status.HTTP_429_TOO_MANY_REQUESTS)
+
+    @app.exception_handler(DocumentTooLarge)
+    async def too_large(_: Request, error: DocumentTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status.HTTP_413_CONTENT_TOO_LARGE)
 
     @app.exception_handler(UnknownDocument)
     async def unknown_document(_: Request, error: UnknownDocument) -> JSONResponse:
@@ -105,9 +119,9 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         )
 
     @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
-    def create_job(body: JobRequest, store: Store) -> JobAccepted:
+    def create_job(body: JobRequest, store: Store, request: Request) -> JobAccepted:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
-        return JobAccepted.of(submit(body, settings, store, celery))
+        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def get_job(job_id: str, store: Store) -> JobRecord:
@@ -127,14 +141,9 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         record = store.get(job_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (unknown or expired)")
-        cancelled = store.update(
-            job_id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error="cancelled by request"
-        )
-        if not cancelled:
+        if not cancel(record, "cancelled by request", settings, store, celery):
             current = store.status(job_id)
             raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {current}; nothing to cancel")
-        celery.control.revoke(job_id)
-        store.mark_done(job_id)
         return store.get(job_id)
 
     @app.get("/v1/health/providers", response_model=list[BreakerState], tags=["health"])
@@ -151,10 +160,11 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     def orchestrate(
         body: JobRequest,
         store: Store,
+        request: Request,
         wait: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait for the result.")] = None,
     ) -> Any:
         """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
-        record = submit(body, settings, store, celery)
+        record = submit(body, settings, store, celery, api_key=request.state.api_key)
         timeout = settings.orchestrate_wait_seconds if wait is None else wait
         finished = store.wait(record.id, timeout) or record
         if not finished.status.terminal:

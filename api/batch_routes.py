@@ -11,8 +11,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.batches import BatchRequest, DryRun, parse_jsonl, plan_lines, refusal_reason, submit_lines
+from api.submission import cancel
 from shared.batches import BatchItem, BatchStore, BatchSummary, result_line
-from shared.jobs import JobStatus, JobStore
+from shared.jobs import JobStore
 
 router = APIRouter(tags=["batches"])
 _JSONL_TYPES = {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "text/plain"}
@@ -77,7 +78,8 @@ async def create_batch(
         planned = await run_in_threadpool(plan_lines, lines, settings)
         return JSONResponse(planned.model_dump(mode="json"))
     batches = _batches(request)
-    items = await run_in_threadpool(submit_lines, lines, settings, batches.jobs, request.app.state.celery)
+    items = await run_in_threadpool(submit_lines, lines, settings, batches.jobs, request.app.state.celery,
+                                    request.state.api_key)
     batch_id = await run_in_threadpool(batches.create, items)
     refused = [item for item in items if item.error]
     return BatchAccepted(id=batch_id, total=len(items), accepted=len(items) - len(refused), refused=refused,
@@ -120,11 +122,7 @@ def cancel_batch(batch_id: str, request: Request) -> BatchSummary:
     items = batches.items(batch_id)
     if items is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
-    cancelled = [
-        record.id for _, record in batches.records(items)
-        if record is not None and not record.status.terminal
-        and batches.jobs.update(record.id, status=JobStatus.cancelled, stage="cancelled", error="batch cancelled")
-    ]
-    if cancelled:
-        request.app.state.celery.control.revoke(cancelled)
+    for _, record in batches.records(items):
+        if record is not None and not record.status.terminal:
+            cancel(record, "batch cancelled", request.app.state.settings, batches.jobs, request.app.state.celery)
     return _summary_or_404(batches, batch_id)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.submission import JobRequest, NoProviderConfigured, UnknownDocument, propose, submit
 from shared.analysis import RequestOptions
+from shared.auth import ApiKey, BudgetExhausted
 from shared.batches import BatchItem
 from shared.breaker import CircuitBreakers
 from shared.jobs import JobStore
@@ -90,17 +91,22 @@ def refusal_reason(error: Exception) -> str:
     return str(error)
 
 
-REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured)
+REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured, BudgetExhausted)
 
 
 def submit_lines(
-    lines: list[tuple[int, dict[str, Any] | str]], settings: Settings, store: JobStore, celery: Celery
+    lines: list[tuple[int, dict[str, Any] | str]],
+    settings: Settings,
+    store: JobStore,
+    celery: Celery,
+    api_key: ApiKey | None = None,
 ) -> list[BatchItem]:
+    """Submit each line; a line that cannot be planned, or that the caller's budget cannot cover, is refused."""
     open_breakers = CircuitBreakers(settings, store.redis).unavailable()
     items = []
     for number, value in lines:
         try:
-            record = submit(as_job(value), settings, store, celery, open_breakers)
+            record = submit(as_job(value), settings, store, celery, open_breakers, api_key=api_key)
         except REFUSALS as error:
             items.append(BatchItem(line=number, error=refusal_reason(error)))
         else:

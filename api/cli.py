@@ -88,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     batch.set_defaults(handler=_batch)
 
+    keys = commands.add_parser("keys", help="API keys of the HTTP API: create, list, revoke")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="make a key (shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--budget-usd", type=float, help="spend allowed per period")
+    create.add_argument("--period", choices=["day", "month"], default="day")
+    create.add_argument("--rate-per-minute", type=int, help="requests allowed per minute")
+    create.set_defaults(handler=_keys_create)
+    listing = key_commands.add_parser("list", help="every key with its budget, spend and state")
+    listing.set_defaults(handler=_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=_keys_revoke)
+
     mcp = commands.add_parser("mcp", help="the MCP server over stdio (for Claude Desktop, Claude Code, IDEs)")
     mcp.set_defaults(handler=_mcp)
 
@@ -370,6 +384,43 @@ def _batch(args: argparse.Namespace) -> int:
         return 1
     console.print(", ".join(f"{name} {count}" for name, count in counts.items() if count) + f"; results in {output}")
     return 0 if not counts.get("failed") else 1
+
+
+@contextmanager
+def _key_store() -> Iterator[Any]:
+    from shared.auth import KeyStore
+    from shared.store import redis_client
+
+    with _runtime(get_settings(), worker_threads=None) as settings:
+        yield KeyStore(settings, redis_client(settings))
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    with _key_store() as keys:
+        api_key, secret = keys.create(args.name, args.budget_usd, args.period, args.rate_per_minute)
+    console.print(f"key {api_key.id} ({api_key.name}) created; it is shown only now:")
+    print(secret)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    table = Table("id", "name", "state", "budget", "spent this period", "rate/min", box=box.SIMPLE_HEAD)
+    with _key_store() as keys:
+        for api_key in keys.list():
+            budget = f"${api_key.budget_usd:.4f}/{api_key.budget_period}" if api_key.budget_usd is not None else "-"
+            table.add_row(api_key.id, api_key.name, "revoked" if api_key.revoked else "active", budget,
+                          f"${keys.spent(api_key):.6f}", str(api_key.rate_per_minute or "-"))
+    console.print(table)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    with _key_store() as keys:
+        if not keys.revoke(args.key_id):
+            errors.print(f"no key {args.key_id}")
+            return 1
+    console.print(f"key {args.key_id} revoked")
+    return 0
 
 
 def _mcp(args: argparse.Namespace) -> int:

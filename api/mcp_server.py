@@ -19,7 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from api.submission import JobAccepted, JobRequest, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from api.submission import JobAccepted, JobRequest, cancel, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
 from shared.analysis import RequestOptions
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
@@ -181,12 +181,8 @@ def _describe(record: JobRecord) -> str:
 
 
 def _cancel(store: JobStore, job_id: str) -> bool:
-    cancelled = store.update(job_id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
-                             error="cancelled by the MCP client")
-    if cancelled:
-        celery.control.revoke(job_id)
-        store.mark_done(job_id)
-    return cancelled
+    record = store.get(job_id)
+    return record is not None and cancel(record, "cancelled by the MCP client", store.settings, store, celery)
 
 
 def _host_can_sample(ctx: Context) -> bool:

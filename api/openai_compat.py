@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.submission import JobRequest, NoProviderConfigured, submit
+from api.submission import JobRequest, NoProviderConfigured, cancel, submit
+from shared.auth import BudgetExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.routing import PlanningError
 
@@ -122,15 +123,18 @@ async def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any
     store = JobStore(settings)
     try:
         body = job_request(chat)
-        record = await run_in_threadpool(submit, body, settings, store, celery, None, chat.stream)
+        record = await run_in_threadpool(submit, body, settings, store, celery, None, chat.stream,
+                                         request.state.api_key)
     except OpenAIError as error:
         return error.response()
     except PlanningError as error:
         return OpenAIError(400, str(error), code="model_not_available").response()
     except NoProviderConfigured as error:
         return OpenAIError(503, str(error), "api_error", "no_provider").response()
+    except BudgetExhausted as error:
+        return OpenAIError(429, str(error), "insufficient_quota", "budget_exhausted").response()
     if chat.model != AUTO and record.plan.model != chat.model:
-        store.update(record.id, status=JobStatus.cancelled, stage="cancelled", error="requested model unavailable")
+        cancel(record, "requested model unavailable", settings, store, celery)
         why = record.plan.rejected.get(chat.model, "not usable")
         return OpenAIError(400, f"model {chat.model} is not available: {why}", code="model_not_available").response()
     if chat.stream:

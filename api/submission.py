@@ -13,11 +13,12 @@ from celery import Celery
 from pydantic import BaseModel, Field, model_validator
 
 from shared.analysis import Analysis, RequestOptions, analyze
+from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
 from shared.breaker import CircuitBreakers
 from shared.compression import Preprocessing, choose_strategy, preprocessor_chain, summary_key
 from shared.documents import DocumentInfo, DocumentStore
 from shared.metrics import MetricsRecorder, RequestOutcome
-from shared.jobs import DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
+from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.routing import Constraints, Plan, PlanningError, plan
 from shared.settings import Settings
 from shared.tokens import count_tokens
@@ -62,6 +63,10 @@ class NoProviderConfigured(Exception):
 
 
 class UnknownDocument(LookupError):
+    pass
+
+
+class DocumentTooLarge(ValueError):
     pass
 
 
@@ -118,6 +123,9 @@ def propose(
 
 def stored_document(body: JobRequest, documents: DocumentStore) -> DocumentInfo | None:
     if body.document is not None:
+        limit = documents.settings.document_processing.max_document_bytes
+        if len(body.document.encode("utf-8")) > limit:
+            raise DocumentTooLarge(f"document larger than the limit of {limit:,} bytes")
         return documents.put(body.document)
     if body.document_id is not None:
         info = documents.info(body.document_id)
@@ -134,9 +142,11 @@ def submit(
     celery: Celery,
     open_breakers: set[str] | None = None,
     stream: bool = False,
+    api_key: ApiKey | None = None,
 ) -> JobRecord:
-    """Plan (skipping models whose breaker is open), record the job, and queue it: straight to its tier's queue,
-    or through `preprocess` when its document must be compressed to fit the chosen model."""
+    """Plan (skipping models whose breaker is open), reserve its worst-case cost on the caller's budget, record the
+    job, and queue it: straight to its tier's queue, or through `preprocess` when its document must be compressed
+    to fit the chosen model."""
     document = stored_document(body, DocumentStore(settings))
     if open_breakers is None:
         open_breakers = CircuitBreakers(settings, store.redis).unavailable()
@@ -155,6 +165,10 @@ def submit(
         document=DocumentUse(id=document.id, original_tokens=document.tokens) if document else None,
         **proposal.model_dump(),
     )
+    if api_key is not None:
+        reserved = worst_case_cost(proposal.plan, settings)
+        spend = KeyStore(settings, store.redis).reserve(api_key, reserved)
+        record.billing = Billing(api_key_id=api_key.id, spend_key=spend, reserved_usd=reserved)
     if not (document and proposal.plan.preprocess):
         if record.document:
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
@@ -184,6 +198,18 @@ def submit(
     return record
 
 
+def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, celery: Celery) -> bool:
+    """Cancel an unfinished job: it never runs, or runs no further attempt; its budget reservation is released and
+    its waiters woken. False if it had already finished."""
+    if not store.update(record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
+                        error=reason):
+        return False
+    celery.control.revoke(record.id)
+    store.mark_done(record.id)
+    settle_job(settings, store.redis, record, 0.0)
+    return True
+
+
 __all__ = [
-    "JobAccepted", "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
+    "DocumentTooLarge", "JobAccepted", "JobRequest", "cancel", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
 ]

@@ -75,6 +75,14 @@ class DocumentUse(BaseModel):
     note: str = ""
 
 
+class Billing(BaseModel):
+    """The caller's key and what the job reserved of its budget, settled against the actual cost at the end."""
+
+    api_key_id: str
+    spend_key: str | None = None
+    reserved_usd: float = 0.0
+
+
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int
@@ -108,6 +116,7 @@ class JobRecord(BaseModel):
     attempts: list[Attempt] = []
     deliveries: int = 0
     worker: str | None = None
+    billing: Billing | None = None
     error: str | None = None
 
     @property

@@ -92,6 +92,10 @@ class DocumentProcessing(BaseModel):
     chunking: ChunkingSettings = ChunkingSettings()
 
 
+class AuthSettings(BaseModel):
+    enabled: bool = Field(True, description="Require an API key on the HTTP API; switch off only on purpose.")
+
+
 class Resilience(BaseModel):
     max_attempts_per_model: int = Field(3, ge=1, description="Tries of one model before the next in the chain.")
     backoff_base_seconds: float = Field(0.25, ge=0)
@@ -134,6 +138,7 @@ class Settings(BaseSettings):
     default_max_output_tokens: int = Field(1024, gt=0)
     orchestrate_wait_seconds: float = Field(30.0, ge=0)
     max_batch_items: int = Field(10_000, gt=0)
+    max_request_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted.")
 
     use_host_model: bool = Field(
         False, description="Let an MCP host that offers sampling answer with its own model, at no API cost."
@@ -149,6 +154,7 @@ class Settings(BaseSettings):
     max_fallbacks: int = Field(4, ge=0)
     providers: dict[str, ProviderConfig] = {}
     document_processing: DocumentProcessing = DocumentProcessing()
+    auth: AuthSettings = AuthSettings()
     resilience: Resilience = Resilience()
     response_cache: ResponseCache = ResponseCache()
 

@@ -33,6 +33,7 @@ def _isolated_environment(tmp_path_factory) -> Iterator[None]:
     """No real provider key or user config leaks into a test; data goes to a temporary directory."""
     saved = {name: os.environ.pop(name) for name in PROVIDER_VARIABLES if name in os.environ}
     os.environ["ORCH_DATA_DIR"] = str(tmp_path_factory.mktemp("orchestrator-data"))
+    os.environ["ORCH_AUTH__ENABLED"] = "false"  # switched off explicitly; tests/integration/test_auth.py turns it on
     get_settings.cache_clear()
     yield
     os.environ.update(saved)

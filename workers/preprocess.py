@@ -15,6 +15,7 @@ from typing import Any
 from celery import chord
 from celery.utils.log import get_task_logger
 
+from shared.auth import settle_job
 from shared.chunking import chunks_for
 from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize
 from shared.execution import ChainExhausted
@@ -173,4 +174,6 @@ def _fail(work: Preprocessing, message: str) -> None:
     if work.job_id and jobs.update(work.job_id, status=JobStatus.failed, stage="failed", error=message,
                                    finished_at=time.time(), progress=1.0):
         jobs.mark_done(work.job_id)
-        services().metrics.record(jobs.get(work.job_id).outcome())
+        record = jobs.get(work.job_id)
+        settle_job(services().settings, jobs.redis, record, 0.0)
+        services().metrics.record(record.outcome())

@@ -15,6 +15,7 @@ from celery import Task
 from celery.utils.log import get_task_logger
 
 from shared.accounting import bill
+from shared.auth import settle_job
 from shared.execution import Cancelled, ChainExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore, Usage
 from workers.celery_app import EXECUTE_TASK, app
@@ -123,4 +124,6 @@ def _finish(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | No
         return None
     if record.input.stream:
         store.close_stream(record.id, fields["status"])
-    return record.model_copy(update=fields)
+    finished = record.model_copy(update=fields)
+    settle_job(store.settings, store.redis, finished, finished.cost_usd or 0.0)
+    return finished

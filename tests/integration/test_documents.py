@@ -157,3 +157,14 @@ def test_hierarchical_summaries_and_the_fallback_to_extractive(small_budget, api
     assert fallback["document"]["strategy"] == "extractive"
     assert "fell back to extractive" in fallback["document"]["note"]
     assert fallback["document"]["sent_tokens"] <= 20_000
+
+
+def test_oversized_bodies_and_inline_documents_are_413(redis_env, provider_env, monkeypatch):
+    monkeypatch.setenv("ORCH_DOCUMENT_PROCESSING__MAX_DOCUMENT_BYTES", "1000")
+    monkeypatch.setenv("ORCH_MAX_REQUEST_BYTES", "5000")
+    get_settings.cache_clear()
+    client = TestClient(create_app(get_settings()))
+    inline = client.post("/v1/jobs", json={"request": "Summarize", "document": "x" * 2000})
+    assert inline.status_code == 413 and "limit of 1,000 bytes" in inline.json()["detail"]
+    body = client.post("/v1/jobs", json={"request": "x" * 6000})
+    assert body.status_code == 413 and "limit of 5,000 bytes" in body.json()["detail"]

@@ -1,0 +1,145 @@
+"""API keys, rate limits and budgets on the real Redis with real workers; provider keys never leak."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import redis
+import uvicorn
+
+from api.submission import JobRequest, propose
+from shared.auth import KeyStore, worst_case_cost
+from shared.settings import get_settings
+from tests.integration.conftest import poll
+from tests.wire.servers import Fail
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture
+def secured(redis_env, provider_env, monkeypatch):
+    """The API with authentication on, a key store, and a client factory."""
+    monkeypatch.setenv("ORCH_AUTH__ENABLED", "true")
+    get_settings.cache_clear()
+    settings = get_settings()
+    from api.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    keys = KeyStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
+    base = f"http://127.0.0.1:{port}"
+    yield settings, keys, lambda secret=None: httpx.Client(
+        base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"} if secret else {})
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_without_with_a_wrong_and_with_a_revoked_key(secured):
+    _, keys, client = secured
+    api_key, secret = keys.create("team-a")
+    missing = client().post("/v1/jobs", json={"request": QUESTION})
+    assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = client("orch_not-a-key").post("/v1/jobs", json={"request": QUESTION})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
+    assert client(secret).post("/v1/jobs", json={"request": QUESTION}).status_code == 202
+    assert keys.revoke(api_key.id)
+    revoked = client(secret).post("/v1/jobs", json={"request": QUESTION})
+    assert revoked.status_code == 403 and "revoked" in revoked.json()["detail"]
+    assert client().get("/healthz").status_code == 200  # health stays open
+    assert client().post("/mcp", json={}).status_code == 401  # so does nothing else
+
+
+def test_rate_limit_per_key(secured):
+    _, keys, client = secured
+    _, secret = keys.create("chatty", rate_per_minute=3)
+    with client(secret) as c:
+        codes = [c.post("/v1/analyze", json={"request": QUESTION}).status_code for _ in range(4)]
+        limited = c.post("/v1/analyze", json={"request": QUESTION})
+    assert codes == [200, 200, 200, 429]
+    assert "rate limit of 3 requests per minute" in limited.json()["detail"]
+    assert 1 <= int(limited.headers["retry-after"]) <= 61
+
+
+def test_concurrent_requests_never_overspend_a_budget(secured, start_worker):
+    settings, keys, client = secured
+    start_worker()
+    reservation = worst_case_cost(propose(JobRequest(request=QUESTION), settings).plan, settings)
+    api_key, secret = keys.create("budgeted", budget_usd=10.5 * reservation)
+
+    def post(i: int) -> httpx.Response:
+        with client(secret) as c:
+            return c.post("/v1/jobs", json={"request": QUESTION, "options": {"cache": False}})
+
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(post, range(50)))
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(accepted) == 10 and len(refused) == 40
+    assert "cannot cover this request" in refused[0].json()["detail"]
+
+    with client(secret) as c:
+        records = [poll(c, job_id) for job_id in accepted]
+    assert all(r["status"] == "succeeded" for r in records)
+    actual = sum(r["cost_usd"] for r in records)
+    assert keys.spent(api_key) == pytest.approx(actual)  # reservations settled to what the jobs really cost
+    assert actual <= api_key.budget_usd
+
+
+def test_a_budget_exhausted_mid_batch_stops_further_spending(secured):
+    settings, keys, client = secured
+    reservation = worst_case_cost(propose(JobRequest(request=QUESTION), settings).plan, settings)
+    _, secret = keys.create("batcher", budget_usd=5.5 * reservation)
+    with client(secret) as c:
+        body = c.post("/v1/batches", json={"items": [{"request": QUESTION}] * 30}).json()
+    assert body["accepted"] == 5
+    assert [item["line"] for item in body["refused"]] == list(range(6, 31))
+    assert all("budget" in item["error"] for item in body["refused"])
+
+
+def test_openai_clients_authenticate_with_the_key(secured, start_worker):
+    _, keys, client = secured
+    start_worker()
+    _, secret = keys.create("sdk")
+    base = str(client().base_url).rstrip("/") + "/v1"
+    answer = openai.OpenAI(base_url=base, api_key=secret, max_retries=0).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": QUESTION}])
+    assert answer.choices[0].message.content.startswith("[gemini-2.0-flash]")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base, api_key="orch_wrong", max_retries=0).models.list()
+
+
+def test_provider_keys_appear_in_no_response_and_no_log(secured, start_worker, wire_servers, provider_env, tmp_path):
+    _, keys, client = secured
+    worker = start_worker()
+    _, secret = keys.create("auditor")
+    provider_keys = [provider_env["OPENAI_API_KEY"], provider_env["ANTHROPIC_API_KEY"], provider_env["GOOGLE_API_KEY"]]
+    # a provider that echoes the rejected key in its error message
+    wire_servers["google"].push(Fail(400, f"API key {provider_env['GOOGLE_API_KEY']} is not valid"))
+    seen = []
+    with client(secret) as c:
+        failed = poll(c, c.post("/v1/jobs", json={"request": QUESTION}).json()["id"])
+        ok = poll(c, c.post("/v1/jobs", json={"request": "Define entropy"}).json()["id"])
+        assert failed["status"] == "failed" and "is not valid" in failed["error"]
+        assert ok["status"] == "succeeded"
+        for path in ("/v1/jobs/" + failed["id"], "/v1/jobs/" + ok["id"], "/v1/metrics?period=5m",
+                     "/v1/health/providers", "/openapi.json", "/v1/models", "/metrics"):
+            seen.append(c.get(path).text)
+        seen.append(c.post("/v1/analyze", json={"request": QUESTION}).text)
+    seen.append(worker.output())
+    seen.append(worker.log.read_text(errors="replace"))
+    for text in seen:
+        for provider_key in provider_keys:
+            assert provider_key not in text
