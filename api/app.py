@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.batch_routes import router as batch_routes
@@ -44,6 +44,23 @@ from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError
 from shared.settings import Settings, get_settings
 from shared.store import StoreUnavailable
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers: a message (or, for a malformed body, the list of what is wrong)."""
+
+    detail: str | list[dict[str, Any]]
+    rejected: dict[str, str] | None = Field(None, description="Why each model was rejected, when none fits.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in {
+        401: "Missing or invalid API key", 403: "Revoked API key", 404: "Not found", 409: "Conflict",
+        413: "Too large", 415: "Not UTF-8 text", 422: "Invalid request, or no model satisfies it",
+        429: "Rate limit or budget reached", 503: "Redis unreachable or no provider configured",
+    }.items()
+}
 
 
 class Health(BaseModel):
@@ -78,6 +95,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         version="0.1.0",
         summary="Cheapest capable model per request, on a task queue, with the savings accounted.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
 
     app.add_middleware(ApiKeyMiddleware, settings=settings)

@@ -64,7 +64,7 @@ def _batches(request: Request) -> BatchStore:
         "application/json": {"schema": BatchRequest.model_json_schema()},
         "application/x-ndjson": {"schema": {"type": "string", "description": "one job body per line"}},
         "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary"}}}},
+            "file": {"type": "string", "format": "binary"}}, "required": ["file"]}},
     }}},
 )
 async def create_batch(

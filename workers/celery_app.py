@@ -28,6 +28,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # message of a dead worker should come back soon after its visibility timeout, not minutes later.
         "unacked_restore_interval": min(10, max(1, visibility // 5)),
         "unacked_restore_throttle": 1,
+        "global_keyprefix": settings.redis_prefix,  # queues and bookkeeping under the same prefix as the rest
     }
     return {
         "broker_url": settings.redis_url,
@@ -42,7 +43,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.job_ttl_seconds,
         # An unacked message comes back after this long: it must exceed the longest task.
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "result_backend_transport_options": {"visibility_timeout": visibility,
+                                             "global_keyprefix": settings.redis_prefix},
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -74,7 +74,7 @@ def test_each_tier_lands_on_its_own_queue(api, start_worker, redis_env):
     ids = {text: api.post("/v1/jobs", json={"request": text}).json()["id"] for text in (SIMPLE, MODERATE, COMPLEX)}
     assert poll(api, ids[SIMPLE])["status"] == "succeeded"
     broker = redis.Redis.from_url(redis_env)
-    assert broker.llen("llm.moderate") == 1 and broker.llen("llm.complex") == 1
+    assert broker.llen("orch:llm.moderate") == 1 and broker.llen("orch:llm.complex") == 1
     assert api.get(f"/v1/jobs/{ids[COMPLEX]}").json()["status"] == "queued"
 
     start_worker(queues="llm.moderate,llm.complex")

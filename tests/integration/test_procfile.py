@@ -25,6 +25,7 @@ def _free_port() -> int:
 def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provider_env, tmp_path):
     api_port, flower_port = _free_port(), _free_port()
     env = {**os.environ, "PORT": str(api_port), "FLOWER_PORT": str(flower_port), "ORCH_WORKER_CONCURRENCY": "4",
+           "FLOWER_UNAUTHENTICATED_API": "true",
            "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     log = tmp_path / "honcho.log"
     honcho = subprocess.Popen(["honcho", "start", "-f", str(ROOT / "Procfile")], cwd=ROOT, env=env,
@@ -44,12 +45,16 @@ def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provide
             record = poll(client, job["id"], timeout=30)
             assert record["status"] == "succeeded", log.read_text()[-3000:]
             assert record["model_used"] == "gemini-2.0-flash"
+        # Flower sees the workers through the same (prefixed) broker
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{flower_port}/", timeout=2).status_code == 200:
+                workers = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": 1},
+                                    timeout=5).json()
+                if any(name.startswith("llm-") for name in workers) and any(
+                        name.startswith("preprocess-") for name in workers):
                     break
-            except httpx.TransportError:
+            except (httpx.TransportError, ValueError):
                 pass
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.3)

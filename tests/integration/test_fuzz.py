@@ -1,0 +1,30 @@
+"""A fuzzing run of the OpenAPI schema: whatever schemathesis sends, no 5xx and no response outside the schema."""
+
+from __future__ import annotations
+
+import schemathesis
+from schemathesis.checks import not_a_server_error, response_schema_conformance
+from hypothesis import HealthCheck, given, settings
+
+from shared.settings import get_settings
+
+
+def test_no_server_error_and_no_schema_violation(redis_env, provider_env, start_worker):
+    from api.app import create_app
+
+    start_worker()
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(get_settings()))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 15
+    calls: list[int] = []
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case) -> None:
+            response = case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+            calls.append(response.status_code)
+
+        fuzz()
+    assert len(calls) >= 10 * len(operations)
+    assert not [code for code in calls if code >= 500]
