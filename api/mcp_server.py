@@ -10,6 +10,7 @@ declared the (deprecated) sampling capability, the host's own model answers inst
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -19,8 +20,19 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from api.submission import JobAccepted, JobRequest, cancel, NoProviderConfigured, Proposal, UnknownDocument, propose, submit
+from api.submission import (
+    DocumentTooLarge,
+    JobAccepted,
+    JobRequest,
+    NoProviderConfigured,
+    Proposal,
+    UnknownDocument,
+    cancel,
+    propose,
+    submit,
+)
 from shared.analysis import RequestOptions
+from shared.auth import ApiKey, BudgetExhausted, KeyStore
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
 from shared.prompts import system_prompt, user_prompt
@@ -82,7 +94,7 @@ def create_mcp_server(settings: Settings) -> MCPServer:
     async def run(function, *args):
         try:
             return await anyio.to_thread.run_sync(function, *args)
-        except (PlanningError, NoProviderConfigured, UnknownDocument) as error:
+        except (PlanningError, NoProviderConfigured, UnknownDocument, BudgetExhausted, DocumentTooLarge) as error:
             raise ToolError(str(error)) from None
 
     @server.tool()
@@ -102,7 +114,7 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         if settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx):
             return await _from_host(job, ctx, settings)
         store = JobStore(settings)
-        record = await run(submit, job, settings, store, celery)
+        record = await run(partial(submit, api_key=_caller(ctx, store)), job, settings, store, celery)
         try:
             return JobResult.of(await _follow(store, record.id, ctx, wait_seconds))
         except anyio.get_cancelled_exc_class():
@@ -127,14 +139,16 @@ def create_mcp_server(settings: Settings) -> MCPServer:
     @server.tool()
     async def submit_job(
         request: str,
+        ctx: Context,
         context: dict[str, Any] | None = None,
         options: RequestOptions | None = None,
         document: str | None = None,
         document_id: str | None = None,
     ) -> JobAccepted:
         """Queue a request and return at once with its job id; poll it with get_job."""
-        record = await run(submit, body(request, context, options, document, document_id), settings,
-                           JobStore(settings), celery)
+        store = JobStore(settings)
+        record = await run(partial(submit, api_key=_caller(ctx, store)),
+                           body(request, context, options, document, document_id), settings, store, celery)
         return JobAccepted.of(record)
 
     @server.tool()
@@ -172,6 +186,16 @@ async def _follow(store: JobStore, job_id: str, ctx: Context, wait_seconds: floa
         if record.status.terminal or time.monotonic() > deadline:
             return record
         await anyio.sleep(_POLL_SECONDS)
+
+
+def _caller(ctx: Context, store: JobStore) -> ApiKey | None:
+    """The API key of an MCP-over-HTTP caller (already checked by the HTTP middleware), whose budget the job
+    reserves; None over stdio, where the caller is the local user who started the server."""
+    headers = ctx.headers or {}
+    scheme, _, secret = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not store.settings.auth.enabled:
+        return None
+    return KeyStore(store.settings, store.redis).authenticate(secret.strip())
 
 
 def _describe(record: JobRecord) -> str:

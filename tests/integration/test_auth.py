@@ -143,3 +143,29 @@ def test_provider_keys_appear_in_no_response_and_no_log(secured, start_worker, w
     for text in seen:
         for provider_key in provider_keys:
             assert provider_key not in text
+
+
+def test_mcp_over_http_runs_on_the_callers_key_and_budget(secured, start_worker):
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    settings, keys, client = secured
+    start_worker()
+    reservation = worst_case_cost(propose(JobRequest(request=QUESTION), settings).plan, settings)
+    roomy, roomy_secret = keys.create("ide", budget_usd=100 * reservation)
+    _, tight_secret = keys.create("tight", budget_usd=0.5 * reservation)
+    url = str(client().base_url).rstrip("/") + "/mcp"
+
+    async def orchestrate(secret: str):
+        async with httpx2.AsyncClient(headers={"authorization": f"Bearer {secret}"}, timeout=30) as http, \
+                streamable_http_client(url, http_client=http) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await session.call_tool("orchestrate", {"request": QUESTION, "options": {"cache": False}})
+
+    served = anyio.run(orchestrate, roomy_secret)
+    refused = anyio.run(orchestrate, tight_secret)
+    assert not served.is_error and served.structured_content["status"] == "succeeded"
+    assert keys.spent(roomy) == pytest.approx(served.structured_content["cost_usd"])
+    assert refused.is_error and "cannot cover this request" in refused.content[0].text
