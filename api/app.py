@@ -6,7 +6,6 @@ Every error a caller can cause or meet is an HTTP status with a message: 422 for
 
 from __future__ import annotations
 
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -39,7 +38,7 @@ from api.submission import (
 from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.auth import BudgetExhausted
 from shared.breaker import BreakerState, CircuitBreakers
-from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.jobs import JobRecord, JobStore
 from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError
 from shared.settings import Settings, get_settings

@@ -184,7 +184,7 @@ def main() -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row(f"jobs/s end to end ({JOBS} jobs, HTTP + queue + 32-thread worker)", f"{jobs:.0f}")
-    table.add_row(f"bare Celery no-op tasks/s (same Redis, same worker shape)", f"{noop:.0f}")
+    table.add_row("bare Celery no-op tasks/s (same Redis, same worker shape)", f"{noop:.0f}")
     table.add_row("ratio", f"{jobs / noop:.2f}")
     table.add_row("jobs in flight in one worker process (provider takes 1 s)", str(peak))
     table.add_row("chat completion, provider directly (median ms)", f"{direct_ms:.2f}")

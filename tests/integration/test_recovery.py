@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 
-import httpx
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
