@@ -14,8 +14,8 @@ import redis
 from celery import Celery
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from kombu.exceptions import OperationalError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -25,19 +25,19 @@ from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
 from api.security import ApiKeyMiddleware, BodySizeLimit
 from api.submission import (
+    DocumentTooLarge,
     JobAccepted,
     JobRequest,
     NoProviderConfigured,
     Proposal,
-    DocumentTooLarge,
     UnknownDocument,
     cancel,
     propose,
     submit,
 )
-from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.auth import BudgetExhausted
 from shared.breaker import BreakerState, CircuitBreakers
+from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.jobs import JobRecord, JobStore
 from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError

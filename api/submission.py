@@ -17,8 +17,8 @@ from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
 from shared.breaker import CircuitBreakers
 from shared.compression import Preprocessing, choose_strategy, preprocessor_chain, summary_key
 from shared.documents import DocumentInfo, DocumentStore
-from shared.metrics import MetricsRecorder, RequestOutcome
 from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
+from shared.metrics import MetricsRecorder, RequestOutcome
 from shared.routing import Constraints, Plan, PlanningError, plan
 from shared.settings import Settings
 from shared.tokens import count_tokens
@@ -211,5 +211,6 @@ def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, 
 
 
 __all__ = [
-    "DocumentTooLarge", "JobAccepted", "JobRequest", "cancel", "NoProviderConfigured", "PlanningError", "Proposal", "UnknownDocument", "propose", "submit",
+    "DocumentTooLarge", "JobAccepted", "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal",
+    "UnknownDocument", "cancel", "propose", "submit",
 ]

@@ -80,7 +80,8 @@ _INTENT_CUES: dict[Intent, dict[str, float]] = {
         "add": 1.5, "fix": 2, "refactor": 2.5, "rewrite": 2.5, "convert": 1.5, "edit": 2, "update": 1.5,
         "modify": 2, "change": 1, "code": 1, "function": 1, "class": 1, "endpoint": 1, "api": 0.5, "script": 1,
         "test": 1, "tests": 1, "email": 1, "letter": 1, "essay": 1.5, "poem": 2, "story": 1.5, "design": 2.5,
-        "make": 1, "develop": 2, "crud": 1.5, "rest": 0.5, "append": 1.5, "insert": 1.5, "save": 1, "document": 0.5, "port": 1,
+        "make": 1, "develop": 2, "crud": 1.5, "rest": 0.5, "append": 1.5, "insert": 1.5, "save": 1,
+        "document": 0.5, "port": 1,
     },
     Intent.search: {
         "find": 2.5, "search": 3, "locate": 2.5, "lookup": 2, "look": 1, "where": 2, "which": 1, "grep": 3,
@@ -126,7 +127,8 @@ _CONSTRAINT_CUES = frozenset(
 _STEP_CUES = frozenset("then after afterwards finally next also additionally first second third step steps".split())
 _SIMPLE_OPENERS = frozenset("what who when where define translate is are does do how".split())
 _CODE_LANGS = frozenset(
-    "api rest endpoint endpoints crud schema database python javascript typescript java golang rust sql bash shell c++ c# kotlin swift ruby php scala "
+    "api rest endpoint endpoints crud schema database python javascript typescript java golang rust sql bash "
+    "shell c++ c# kotlin swift ruby php scala "
     "fastapi django flask react vue postgresql postgres mysql redis celery terraform yaml json graphql".split()
 )
 

@@ -1,7 +1,8 @@
 """Circuit breakers per model, kept in Redis so every worker on every machine sees the same state.
 
 A breaker opens after `threshold` failures within `window` seconds, if they are also at least `ratio` of the calls
-in that window: a busy model failing 1% of a thousand calls a minute is healthy, and retries handle it. While open, nobody calls the model and planning
+in that window: a busy model failing 1% of a thousand calls a minute is healthy, and retries handle it. While open,
+nobody calls the model and planning
 skips it. After `cooldown` seconds it is half-open: exactly one caller wins the probe (a `SET NX` lock); its success
 closes the breaker, its failure opens it for another cooldown. Every transition is one Lua script, so two workers
 failing at once cannot both open, or both probe. Times come from the Redis server's clock, not the workers'.

@@ -50,4 +50,5 @@ class ResponseCache:
         return Completion.model_validate_json(raw) if raw else None
 
     def put(self, model: str, request: ProviderRequest, completion: Completion) -> None:
-        self.redis.set(self._key(model, request), completion.model_dump_json(), ex=self.settings.response_cache.ttl_seconds)
+        ttl = self.settings.response_cache.ttl_seconds
+        self.redis.set(self._key(model, request), completion.model_dump_json(), ex=ttl)

@@ -81,7 +81,9 @@ class GoogleProvider:
     def _completion(request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
         prompt_tokens = getattr(usage, "prompt_token_count", None)
         # Thinking tokens are billed as output but reported apart from the answer's own tokens.
-        output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if prompt_tokens else None
+        output_tokens = None
+        if prompt_tokens is not None:
+            output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
         return completion(request, text, finish_reason, prompt_tokens, output_tokens)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:

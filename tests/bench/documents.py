@@ -20,10 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from support import ROOT, bench_redis, stop
-
 from rich.console import Console
 from rich.table import Table
+from support import ROOT, bench_redis, stop
 
 NEEDLE_SUBJECTS = [
     "amber lighthouse", "cobalt observatory", "crimson archive", "silver greenhouse", "jade foundry",

@@ -11,10 +11,9 @@ import random
 import statistics
 import time
 
-from support import bench_redis, percentile
-
 from rich.console import Console
 from rich.table import Table
+from support import bench_redis, percentile
 
 
 def main() -> None:
@@ -65,8 +64,8 @@ def main() -> None:
     table = Table(title="metrics on Redis (loopback)")
     for column in ("operation", "median", "p95", "samples"):
         table.add_column(column, justify="right")
-    table.add_row("record one request (µs)", f"{statistics.median(record_us):.0f}", f"{percentile(record_us, 0.95):.0f}",
-                  str(len(record_us)))
+    table.add_row("record one request (µs)", f"{statistics.median(record_us):.0f}",
+                  f"{percentile(record_us, 0.95):.0f}", str(len(record_us)))
     table.add_row("get_metrics('1d'), 1,441 buckets (ms)", f"{statistics.median(query_ms):.1f}",
                   f"{percentile(query_ms, 0.95):.1f}", str(len(query_ms)))
     Console().print(table)

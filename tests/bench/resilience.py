@@ -16,10 +16,9 @@ import os
 import statistics
 import time
 
-from support import bench_redis, percentile  # noqa: I001
-
 from rich.console import Console
 from rich.table import Table
+from support import bench_redis, percentile  # noqa: I001
 
 RATES = (0.0, 0.1, 0.3, 1.0)
 

@@ -24,12 +24,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from support import ROOT, bench_redis, stop
-
 import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
+from support import ROOT, bench_redis, stop
 
 JOBS = 2000
 CLIENT_THREADS = 16

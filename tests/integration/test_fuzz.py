@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import schemathesis
-from schemathesis.checks import not_a_server_error, response_schema_conformance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from shared.settings import get_settings
 

@@ -37,7 +37,8 @@ def test_job_runs_on_a_worker_and_reports_result_tokens_and_cost(api, start_work
     spec = SETTINGS.models["gemini-2.0-flash"]
     assert record["cost_usd"] == pytest.approx(spec.cost_usd(31, 2))
     baseline = SETTINGS.models[SETTINGS.baseline_model]
-    assert record["baseline_cost_usd"] == pytest.approx(baseline.cost_usd(record["plan"]["baseline"]["input_tokens"], 2))
+    baseline_input = record["plan"]["baseline"]["input_tokens"]
+    assert record["baseline_cost_usd"] == pytest.approx(baseline.cost_usd(baseline_input, 2))
     assert record["savings_usd"] == pytest.approx(record["baseline_cost_usd"] - record["cost_usd"])
     assert record["savings_pct"] > 90
     assert record["deliveries"] == 1 and "llm.simple" in record["worker"]

@@ -13,7 +13,12 @@ import pytest
 import redis
 
 from shared.metrics import (
-    LATENCY_STEPS_PER_DECADE, RETENTION_SECONDS, MetricsRecorder, RequestOutcome, bucket_key, read_metrics,
+    LATENCY_STEPS_PER_DECADE,
+    RETENTION_SECONDS,
+    MetricsRecorder,
+    RequestOutcome,
+    bucket_key,
+    read_metrics,
 )
 from shared.settings import get_settings
 from tests.integration.conftest import poll

@@ -19,7 +19,7 @@ def test_demo_figures_come_from_catalog_prices_and_real_token_counts():
     kinds = {row.intent for row in rows}
     assert {"read", "write", "search", "analyze", "manage"} <= kinds and len(rows) >= 7
     baseline = settings.models[settings.baseline_model]
-    for (kind, body), row in zip(demo_requests(), rows, strict=True):
+    for (_, body), row in zip(demo_requests(), rows, strict=True):
         naive = count_tokens(NAIVE_SYSTEM_PROMPT) + count_tokens(naive_user_prompt(body.request, body.context))
         naive += count_tokens(body.document or "")
         output = row.without_tokens - naive

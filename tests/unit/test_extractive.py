@@ -1,7 +1,7 @@
 import random
 
-from shared.compression import Strategy, choose_strategy
 from shared.analysis import analyze
+from shared.compression import Strategy, choose_strategy
 from shared.extractive import SEPARATOR, chunk_stats, query_terms, select, split_passages, topic_segments
 from shared.settings import load_settings
 from shared.tokens import count_tokens
@@ -31,14 +31,15 @@ def stats_of(text: str, query: str, parts: int = 4):
     for i in range(1, parts):  # cut on paragraph starts, as the chunker does
         cuts.append(data.index(b"\n\n", i * step) + 2)
     cuts.append(len(data))
-    return [chunk_stats(i, data[a:b].decode(), a, query_terms(query)) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    spans = zip(cuts, cuts[1:], strict=False)
+    return [chunk_stats(i, data[a:b].decode(), a, query_terms(query)) for i, (a, b) in enumerate(spans)]
 
 
 def test_passages_cover_the_text_contiguously():
     text, _ = document_with_needles()
     spans = split_passages(text)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
     assert max(end - start for start, end in spans) <= 1300
 
 
