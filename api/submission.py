@@ -15,7 +15,13 @@ from pydantic import BaseModel, Field, model_validator
 from shared.analysis import Analysis, RequestOptions, analyze
 from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
 from shared.breaker import CircuitBreakers
-from shared.compression import Preprocessing, choose_strategy, preprocessor_chain, summary_key
+from shared.compression import (
+    Preprocessing,
+    choose_strategy,
+    preprocessing_worst_case_usd,
+    preprocessor_chain,
+    summary_key,
+)
 from shared.documents import DocumentInfo, DocumentStore
 from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.metrics import MetricsRecorder, RequestOutcome
@@ -165,13 +171,10 @@ def submit(
         document=DocumentUse(id=document.id, original_tokens=document.tokens) if document else None,
         **proposal.model_dump(),
     )
-    if api_key is not None:
-        reserved = worst_case_cost(proposal.plan, settings)
-        spend = KeyStore(settings, store.redis).reserve(api_key, reserved)
-        record.billing = Billing(api_key_id=api_key.id, spend_key=spend, reserved_usd=reserved)
     if not (document and proposal.plan.preprocess):
         if record.document:
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
+        _reserve(record, api_key, worst_case_cost(proposal.plan, settings), settings, store)
         store.create(record)
         celery.send_task(EXECUTE_TASK, args=[record.id], queue=record.queue, task_id=record.id)
         return record
@@ -193,9 +196,20 @@ def submit(
     record.document.strategy, record.document.strategy_reason = strategy, reason
     record.document.budget_tokens = budget
     record.stage, record.queue = "queued for preprocessing", PREPROCESS_QUEUE
+    summaries = preprocessing_worst_case_usd(work, document.tokens, settings)
+    _reserve(record, api_key, worst_case_cost(proposal.plan, settings) + summaries, settings, store)
     store.create(record)
     celery.send_task(PREPROCESS_TASK, args=[work.model_dump(mode="json")], queue=PREPROCESS_QUEUE, task_id=record.id)
     return record
+
+
+def _reserve(
+    record: JobRecord, api_key: ApiKey | None, worst_case: float, settings: Settings, store: JobStore
+) -> None:
+    """Reserve the job's worst-case cost on the caller's budget (BudgetExhausted when it cannot)."""
+    if api_key is not None:
+        spend = KeyStore(settings, store.redis).reserve(api_key, worst_case)
+        record.billing = Billing(api_key_id=api_key.id, spend_key=spend, reserved_usd=worst_case)
 
 
 def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, celery: Celery) -> bool:

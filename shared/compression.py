@@ -128,6 +128,24 @@ _SUMMARY_SYSTEM = (
 )
 
 
+def summary_tokens_per_chunk(budget: int, chunks: int) -> int:
+    """How long each chunk's summary may be: together, about half the budget."""
+    return max(64, min(1024, budget // (2 * chunks)))
+
+
+def preprocessing_worst_case_usd(work: Preprocessing, document_tokens: int, settings: Settings) -> float:
+    """The most the LLM strategies' summaries can cost: every chunk read (with its overlap) and summarised at the
+    summariser chain's dearest prices, plus one reduce level writing the whole budget."""
+    if not work.strategy.needs_llm or not work.llm_chain:
+        return 0.0
+    chunking = settings.document_processing.chunking
+    chunks = max(1, -(-document_tokens // (chunking.default_chunk_size - chunking.overlap_size)))
+    specs = [settings.models[model] for model in work.llm_chain]
+    read = document_tokens + chunks * (chunking.overlap_size + 100)
+    written = chunks * summary_tokens_per_chunk(work.budget, chunks) + work.budget
+    return (read * max(s.input_usd_per_mtok for s in specs) + written * max(s.output_usd_per_mtok for s in specs)) / 1e6
+
+
 def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str) -> Served:
     """One summary by the first model of `chain` that answers (retries, breakers and cache included)."""
     def request_for(model: str) -> ProviderRequest:

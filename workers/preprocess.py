@@ -17,7 +17,7 @@ from celery.utils.log import get_task_logger
 
 from shared.auth import settle_job
 from shared.chunking import chunks_for
-from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize
+from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize, summary_tokens_per_chunk
 from shared.execution import ChainExhausted
 from shared.extractive import chunk_stats, query_terms
 from shared.jobs import JobStatus
@@ -71,7 +71,7 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
     stats = chunk_stats(index, owned, start, query_terms(work.query))
     summary, cost = None, 0.0
     if work.strategy.needs_llm and work.llm_chain:
-        per_chunk = max(64, min(1024, work.budget // (2 * total)))
+        per_chunk = summary_tokens_per_chunk(work.budget, total)
         text = owned + runtime.documents.read(work.document_id, owned_end, end)
         try:
             served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, f"{index + 1}/{total}")

@@ -105,3 +105,17 @@ def test_strategy_choice():
     fallback, why = choose_strategy("hierarchical", summary, "Summarize this report", llm_available=False)
     assert fallback is Strategy.extractive and "no preprocessor model is usable" in why
     assert choose_strategy("semantic", summary, "x", False)[0] is Strategy.semantic
+
+
+def test_preprocessing_worst_case_covers_every_chunk_summary():
+    from shared.compression import Preprocessing, preprocessing_worst_case_usd, summary_tokens_per_chunk
+
+    settings = load_settings()
+    work = Preprocessing(document_id="d" * 64, strategy=Strategy.hierarchical, query="q", budget=20_000,
+                         cache_key="k", llm_chain=["gemini-2.0-flash", "gpt-4.1-nano"])
+    cost = preprocessing_worst_case_usd(work, 1_000_000, settings)
+    chunks = -(-1_000_000 // 9_800)
+    floor = (1_000_000 * 0.10 + chunks * summary_tokens_per_chunk(20_000, chunks) * 0.40) / 1e6
+    assert cost >= floor
+    extractive = work.model_copy(update={"strategy": Strategy.extractive})
+    assert preprocessing_worst_case_usd(extractive, 1_000_000, settings) == 0.0
