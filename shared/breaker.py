@@ -10,6 +10,7 @@ failing at once cannot both open, or both probe. Times come from the Redis serve
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 
 import redis
@@ -17,6 +18,9 @@ from pydantic import BaseModel
 
 from shared.settings import Settings
 from shared.store import key
+
+#: How stale the snapshot of open breakers may be: another worker's opening is seen within this long.
+SNAPSHOT_SECONDS = 1.0
 
 #: Failures that say something about the model's health. A rejected request (400) or a bad key does not.
 COUNTED_KINDS = frozenset({"server", "timeout", "connection", "rate_limit"})
@@ -108,6 +112,7 @@ class CircuitBreakers:
         self._acquire = client.register_script(_ACQUIRE)
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
+        self._suspects: tuple[float, frozenset[str]] | None = None  # (read at, models open or half-open)
 
     def _counts(self, model: str) -> str:
         return key(self.settings, "breaker", model, "counts")
@@ -116,18 +121,32 @@ class CircuitBreakers:
         return key(self.settings, "breaker", model, "probe")
 
     def acquire(self, model: str) -> Gate:
+        """May this caller call `model` now? Closed breakers, the common case, are answered from a snapshot of the
+        open ones at most a second old, which saves a round trip per call; only open or half-open ones ask Redis."""
+        if model not in self._open_models():
+            return Gate.closed
         # The probe lock outlives one attempt, so a probe that dies silently frees the model after this long.
         lock_ms = int((self.settings.provider_timeout_seconds + 5) * 1000)
         return Gate(self._acquire(keys=[self._open, self._probe(model)], args=[model, lock_ms]))
 
+    def _open_models(self) -> frozenset[str]:
+        snapshot = self._suspects
+        if snapshot is None or time.monotonic() - snapshot[0] > SNAPSHOT_SECONDS:
+            snapshot = (time.monotonic(), frozenset(self.redis.hkeys(self._open)))
+            self._suspects = snapshot
+        return snapshot[1]
+
     def failure(self, model: str) -> str:
         """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
         policy = self.policy
-        return self._failure(
+        outcome = self._failure(
             keys=[self._open, self._counts(model), self._probe(model)],
             args=[model, policy.breaker_window_seconds, policy.breaker_failure_threshold,
                   policy.breaker_cooldown_seconds, policy.breaker_failure_ratio],
         )
+        if outcome in ("opened", "reopened"):
+            self._suspects = None  # this process sees its own opening at once
+        return outcome
 
     def success(self, model: str) -> None:
         self._success(keys=[self._open, self._counts(model), self._probe(model)],
