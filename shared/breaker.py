@@ -11,6 +11,7 @@ failing at once cannot both open, or both probe. Times come from the Redis serve
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 
 import redis
@@ -103,6 +104,13 @@ return 'closed'
 """
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    read_at: float  # time.monotonic() when read
+    server_time: float  # the Redis server's clock then
+    reopen_at: dict[str, float]
+
+
 class CircuitBreakers:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
@@ -112,7 +120,7 @@ class CircuitBreakers:
         self._acquire = client.register_script(_ACQUIRE)
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
-        self._suspects: tuple[float, frozenset[str]] | None = None  # (read at, models open or half-open)
+        self._snapshot: _Snapshot | None = None
 
     def _counts(self, model: str) -> str:
         return key(self.settings, "breaker", model, "counts")
@@ -129,12 +137,18 @@ class CircuitBreakers:
         lock_ms = int((self.settings.provider_timeout_seconds + 5) * 1000)
         return Gate(self._acquire(keys=[self._open, self._probe(model)], args=[model, lock_ms]))
 
-    def _open_models(self) -> frozenset[str]:
-        snapshot = self._suspects
-        if snapshot is None or time.monotonic() - snapshot[0] > SNAPSHOT_SECONDS:
-            snapshot = (time.monotonic(), frozenset(self.redis.hkeys(self._open)))
-            self._suspects = snapshot
-        return snapshot[1]
+    def _open_models(self) -> dict[str, float]:
+        """Open or half-open models with the server time they reopen at, from a snapshot at most a second old."""
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.read_at > SNAPSHOT_SECONDS:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._open)
+                pipe.time()
+                opened, (seconds, micros) = pipe.execute()
+            snapshot = _Snapshot(time.monotonic(), seconds + micros / 1e6,
+                                 {model: float(reopen) for model, reopen in opened.items()})
+            self._snapshot = snapshot
+        return snapshot.reopen_at
 
     def failure(self, model: str) -> str:
         """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
@@ -145,7 +159,7 @@ class CircuitBreakers:
                   policy.breaker_cooldown_seconds, policy.breaker_failure_ratio],
         )
         if outcome in ("opened", "reopened"):
-            self._suspects = None  # this process sees its own opening at once
+            self._snapshot = None  # this process sees its own opening at once
         return outcome
 
     def success(self, model: str) -> None:
@@ -154,12 +168,10 @@ class CircuitBreakers:
 
     def unavailable(self) -> set[str]:
         """Models whose breaker is open and not yet due for a probe: planning leaves them out."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._open)
-            pipe.time()
-            opened, (seconds, micros) = pipe.execute()
-        now = seconds + micros / 1e6
-        return {model for model, reopen in opened.items() if float(reopen) > now}
+        reopen_at = self._open_models()
+        snapshot = self._snapshot
+        now = snapshot.server_time + time.monotonic() - snapshot.read_at if snapshot else 0.0
+        return {model for model, reopen in reopen_at.items() if reopen > now}
 
     def states(self) -> list[BreakerState]:
         models = list(self.settings.models)

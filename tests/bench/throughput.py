@@ -164,7 +164,7 @@ def main() -> None:
                "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": wire["openai"].url,
                "ANTHROPIC_API_KEY": "bench", "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
                "GOOGLE_API_KEY": "bench", "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
-               "ORCH_RESPONSE_CACHE__ENABLED": "false"}
+               "ORCH_RESPONSE_CACHE__ENABLED": "false", "ORCH_AUTH__ENABLED": "false"}
         port = free_port()
         api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env)
         base = f"http://127.0.0.1:{port}"
