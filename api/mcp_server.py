@@ -97,6 +97,11 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         except (PlanningError, NoProviderConfigured, UnknownDocument, BudgetExhausted, DocumentTooLarge) as error:
             raise ToolError(str(error)) from None
 
+    async def queue(job: JobRequest, ctx: Context) -> tuple[JobStore, JobRecord]:
+        """Submit on the caller's key (and budget) when it came over HTTP with one."""
+        store = JobStore(settings)
+        return store, await run(partial(submit, api_key=_caller(ctx, store)), job, settings, store, celery)
+
     @server.tool()
     async def orchestrate(
         request: str,
@@ -113,8 +118,7 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         job = body(request, context, options, document, document_id)
         if settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx):
             return await _from_host(job, ctx, settings)
-        store = JobStore(settings)
-        record = await run(partial(submit, api_key=_caller(ctx, store)), job, settings, store, celery)
+        store, record = await queue(job, ctx)
         try:
             return JobResult.of(await _follow(store, record.id, ctx, wait_seconds))
         except anyio.get_cancelled_exc_class():
@@ -146,9 +150,7 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         document_id: str | None = None,
     ) -> JobAccepted:
         """Queue a request and return at once with its job id; poll it with get_job."""
-        store = JobStore(settings)
-        record = await run(partial(submit, api_key=_caller(ctx, store)),
-                           body(request, context, options, document, document_id), settings, store, celery)
+        _, record = await queue(body(request, context, options, document, document_id), ctx)
         return JobAccepted.of(record)
 
     @server.tool()
