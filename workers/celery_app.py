@@ -28,6 +28,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # message of a dead worker should come back soon after its visibility timeout, not minutes later.
         "unacked_restore_interval": min(10, max(1, visibility // 5)),
         "unacked_restore_throttle": 1,
+        # A worker killed while it held the sweep's lock would block every sweep for 5 minutes by default.
+        "unacked_mutex_expire": min(300, max(5, visibility // 10)),
         "global_keyprefix": settings.redis_prefix,  # queues and bookkeeping under the same prefix as the rest
     }
     return {
