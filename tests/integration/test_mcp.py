@@ -176,3 +176,17 @@ def test_without_sampling_on_the_protocol_the_providers_serve(start_worker, wire
     result = anyio.run(main)
     assert not result.is_error, result.content
     assert result.structured_content["model"] == "gemini-2.0-flash" and result.structured_content["cost_usd"] > 0
+
+
+def test_stdio_server_runs_embedded_when_no_redis_is_configured(provider_env, wire_servers, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ORCH_REDIS_URL"} | {"ORCH_DATA_DIR": str(tmp_path)}
+    server = StdioServerParameters(command=sys.executable, args=["-m", "api.cli", "mcp"], cwd=str(ROOT), env=env)
+
+    async def main():
+        async with Client(server) as client:
+            return await client.call_tool("orchestrate", {"request": QUESTION})
+
+    result = anyio.run(main)
+    assert not result.is_error, result.content  # stdout stayed a clean MCP channel with the worker in-process
+    assert result.structured_content["result"] == f"[gemini-2.0-flash] {QUESTION}"
+    assert (tmp_path / "valkey" / "url").exists()
