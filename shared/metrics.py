@@ -87,16 +87,13 @@ class MetricsRecorder:
         self.redis = client
         self._record = client.register_script(_RECORD)
 
-    def bucket_key(self, minute: int) -> str:
-        return bucket_key(self.settings, minute)
-
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
         """Count one request; False if its job was counted before or Redis refused (the job never fails for it)."""
         minute = int((at if at is not None else time.time()) // 60)
         guard = key(self.settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
         try:
             return bool(self._record(
-                keys=[guard, self.bucket_key(minute), hour_key(self.settings, minute // 60),
+                keys=[guard, bucket_key(self.settings, minute), hour_key(self.settings, minute // 60),
                       totals_key(self.settings)],
                 args=[self.settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)],
             ))

@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 
 from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
-from shared.providers.errors import redact, status_error, transport_error
+from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
 _STREAM_ERROR_STATUS = {
@@ -88,13 +88,11 @@ class AnthropicProvider:
         return params
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
-        """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""
+        """Map an SDK exception to a classified `ProviderError`."""
         where = {"provider": self.name, "model": request.model}
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderError("request timed out", retryable=True, kind="timeout", **where)
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = transport_error(exc.__cause__, **where) if exc.__cause__ else None
-            return cause or ProviderError("connection failed", retryable=True, kind="connection", **where)
+        failure = sdk_transport_error(exc, anthropic.APITimeoutError, anthropic.APIConnectionError, **where)
+        if failure is not None:
+            return failure
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
             if status < 400:  # an `error` event inside a streamed 200 response

@@ -93,6 +93,20 @@ def status_error(
     )
 
 
+def sdk_transport_error(
+    exc: BaseException, timeout_type: type, connection_type: type, *, provider: str, model: str
+) -> ProviderError | None:
+    """The openai and anthropic SDKs' own timeout and connection exceptions (the timeout one subclasses the
+    connection one, so it is checked first); None for anything else."""
+    if isinstance(exc, timeout_type):
+        return ProviderError("request timed out", provider=provider, model=model, retryable=True, kind="timeout")
+    if isinstance(exc, connection_type):
+        cause = transport_error(exc.__cause__, provider=provider, model=model) if exc.__cause__ else None
+        return cause or ProviderError("connection failed", provider=provider, model=model, retryable=True,
+                                      kind="connection")
+    return None
+
+
 def transport_error(exc: BaseException, *, provider: str, model: str) -> ProviderError | None:
     """A raw httpx/httpx2 timeout or connection failure as a retryable `ProviderError`; None for anything else."""
     detail = f"{type(exc).__name__}: {exc}"

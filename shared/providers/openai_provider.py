@@ -8,7 +8,7 @@ from typing import Any
 import openai
 
 from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
-from shared.providers.errors import redact, status_error, transport_error
+from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 
 # The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
 _NO_KEY = "no-key"
@@ -78,13 +78,11 @@ class OpenAIProvider:
                           getattr(usage, "completion_tokens", None))
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
-        """Map an SDK exception. `APITimeoutError` subclasses `APIConnectionError`, so it is checked first."""
+        """Map an SDK exception to a classified `ProviderError`."""
         where = {"provider": self.name, "model": request.model}
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderError("request timed out", retryable=True, kind="timeout", **where)
-        if isinstance(exc, openai.APIConnectionError):
-            cause = transport_error(exc.__cause__, **where) if exc.__cause__ else None
-            return cause or ProviderError("connection failed", retryable=True, kind="connection", **where)
+        failure = sdk_transport_error(exc, openai.APITimeoutError, openai.APIConnectionError, **where)
+        if failure is not None:
+            return failure
         if isinstance(exc, openai.APIStatusError):
             body = exc.body if isinstance(exc.body, dict) else {}
             message = body.get("message") if isinstance(body.get("message"), str) else exc.message
