@@ -176,7 +176,7 @@ def submit(
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
         _reserve(record, api_key, worst_case_cost(proposal.plan, settings), settings, store)
         store.create(record)
-        celery.send_task(EXECUTE_TASK, args=[record.id], queue=record.queue, task_id=record.id)
+        celery.send_task(EXECUTE_TASK, args=[record.id], queue=record.queue, task_id=record.id, ignore_result=True)
         return record
 
     chain = preprocessor_chain(settings, settings.usable_providers(), open_breakers)
@@ -199,7 +199,8 @@ def submit(
     summaries = preprocessing_worst_case_usd(work, document.tokens, settings)
     _reserve(record, api_key, worst_case_cost(proposal.plan, settings) + summaries, settings, store)
     store.create(record)
-    celery.send_task(PREPROCESS_TASK, args=[work.model_dump(mode="json")], queue=PREPROCESS_QUEUE, task_id=record.id)
+    celery.send_task(PREPROCESS_TASK, args=[work.model_dump(mode="json")], queue=PREPROCESS_QUEUE, task_id=record.id,
+                     ignore_result=True)
     return record
 
 

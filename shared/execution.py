@@ -134,7 +134,8 @@ class Executor:
     ) -> Completion | None:
         policy = self.settings.resilience
         for attempt in range(policy.max_attempts_per_model):
-            if cancelled():
+            # Before the first try the job was claimed a moment ago; later tries ask whether it was cancelled since.
+            if attempts and cancelled():
                 raise Cancelled(attempts)
             started = time.time()
             streamed: list[str] = []

@@ -30,7 +30,7 @@ log = get_task_logger(__name__)
 MAX_REDUCE_LEVELS = 4
 
 
-@app.task(name=PREPROCESS_TASK)
+@app.task(name=PREPROCESS_TASK, ignore_result=True)
 def preprocess(context: dict[str, Any]) -> dict[str, Any]:
     work = Preprocessing.model_validate(context)
     runtime = services()
@@ -166,7 +166,7 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
     })
     if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage="queued for the model",
                            progress=0.9):
-        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue_for(work.tier or "moderate"))
+        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue_for(work.tier or "moderate"), ignore_result=True)
 
 
 def _fail(work: Preprocessing, message: str) -> None:

@@ -24,10 +24,11 @@ from workers.runtime import services
 log = get_task_logger(__name__)
 
 
-@app.task(name=EXECUTE_TASK, bind=True, max_retries=10)
+@app.task(name=EXECUTE_TASK, bind=True, max_retries=10, ignore_result=True)
 def execute_job(self: Task, job_id: str) -> dict[str, Any]:
     """Run one job. Redis trouble retries the task (the job stays where it was); any other unexpected error fails
-    the job with the reason, so no job is left `running` forever."""
+    the job with the reason, so no job is left `running` forever. The outcome lives on the job record, so Celery
+    keeps no result (storing one would cost a write and a publish per job, and the sender a subscription)."""
     try:
         return _execute(self, job_id)
     except redis.RedisError as error:
