@@ -18,6 +18,8 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError,
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.services.config import McpClientSettings, McpService
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 
@@ -157,6 +159,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     resilience: Resilience = Resilience()
     response_cache: ResponseCache = ResponseCache()
+    mcp_services: dict[str, McpService] = Field({}, description="Downstream MCP servers (config/services.yaml).")
+    mcp_client: McpClientSettings = McpClientSettings()
 
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"))
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"))

@@ -8,16 +8,40 @@ builds its SDK client with the SDK's own retries switched off.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from shared.tokens import count_tokens
 
 
+class ToolSpec(BaseModel):
+    """A function the model may call, in provider-neutral form (each adapter writes its own format)."""
+
+    name: str = Field(description="Unique within one request; letters, digits, `_` and `-`, at most 64.")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
+                                       description="JSON Schema of the arguments (an object).")
+
+
+class ToolCall(BaseModel):
+    """The model asking for one function call."""
+
+    id: str = Field(description="The provider's call id; a tool message answers it by this id.")
+    name: str
+    arguments: dict[str, Any] = {}
+    raw_arguments: str | None = Field(None, description="The arguments as sent, when they were not a JSON object.")
+
+
 class Message(BaseModel):
-    role: Literal["user", "assistant"]
-    content: str
+    """One conversation turn. `assistant` turns may carry tool calls; a `tool` turn answers one of them."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None
+    tool_name: str | None = Field(None, description="On a tool turn: the function's name (Gemini needs it).")
+    is_error: bool = Field(False, description="On a tool turn: the call failed and `content` says why.")
 
 
 class ProviderRequest(BaseModel):
@@ -29,6 +53,7 @@ class ProviderRequest(BaseModel):
     max_tokens: int = 1024
     temperature: float | None = None
     timeout_s: float = 60.0
+    tools: list[ToolSpec] = []
 
 
 class Completion(BaseModel):
@@ -37,6 +62,7 @@ class Completion(BaseModel):
     output_tokens: int
     model: str
     finish_reason: str | None = None
+    tool_calls: list[ToolCall] = []
     usage_reported: bool = Field(
         True, description="False when the provider gave no usage and the counts are local estimates."
     )
