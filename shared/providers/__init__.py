@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import importlib
 
-from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
+from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec
 from shared.settings import Settings
 
-__all__ = ["Completion", "Message", "Provider", "ProviderError", "ProviderRequest", "provider_for"]
+__all__ = ["Completion", "Message", "Provider", "ProviderError", "ProviderRequest", "ToolCall", "ToolSpec",
+           "provider_for"]
 
 #: adapter name -> "module:Class". Adding a provider is adding its module here and an entry in the catalog.
 ADAPTERS = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import anthropic
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
@@ -38,6 +38,11 @@ class AnthropicProvider:
         except Exception as exc:
             raise self._error(exc, request) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
+        calls = [
+            ToolCall(id=block.id, name=block.name, arguments=block.input if isinstance(block.input, dict) else {})
+            for block in message.content
+            if block.type == "tool_use"
+        ]
         usage = getattr(message, "usage", None)  # the SDK does not validate, so a missing field is simply absent
         return completion(
             request,
@@ -45,6 +50,7 @@ class AnthropicProvider:
             message.stop_reason,
             getattr(usage, "input_tokens", None),
             getattr(usage, "output_tokens", None),
+            calls,
         )
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
@@ -77,7 +83,7 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": _messages(request.messages),
             "timeout": request.timeout_s,
         }
         if request.system:
@@ -85,6 +91,10 @@ class AnthropicProvider:
         if request.temperature is not None:
             # anthropic 2.x dropped `temperature` from the typed signature; the API still accepts it.
             params["extra_body"] = {"temperature": request.temperature}
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+            ]
         return params
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
@@ -103,3 +113,24 @@ class AnthropicProvider:
         return transport_error(exc, **where) or ProviderError(
             redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
         )
+
+
+def _messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages API turns: an assistant's tool calls become `tool_use` blocks, and each run of tool turns becomes
+    one user message of `tool_result` blocks (the API wants all results of one assistant turn together)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            result = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content,
+                      "is_error": m.is_error}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):  # only results are lists
+                out[-1]["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result]})
+        elif m.role == "assistant" and m.tool_calls:
+            text = [{"type": "text", "text": m.content}] if m.content else []  # the API rejects empty text blocks
+            calls = [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in m.tool_calls]
+            out.append({"role": "assistant", "content": text + calls})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out

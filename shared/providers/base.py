@@ -7,6 +7,7 @@ builds its SDK client with the SDK's own retries switched off.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
@@ -69,21 +70,38 @@ class Completion(BaseModel):
 
 
 def completion(
-    request: ProviderRequest, text: str, finish_reason: str | None, input_tokens: int | None, output_tokens: int | None
+    request: ProviderRequest,
+    text: str,
+    finish_reason: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    tool_calls: list[ToolCall] | None = None,
 ) -> Completion:
     """The answer with the provider's usage, or with tokens counted here when the provider reported none."""
+    tool_calls = tool_calls or []
     reported = input_tokens is not None and output_tokens is not None
     if not reported:
-        prompt = "\n".join([request.system, *(message.content for message in request.messages)])
-        input_tokens, output_tokens = count_tokens(prompt), count_tokens(text)
+        tools = (f"{tool.name} {tool.description} {json.dumps(tool.parameters)}" for tool in request.tools)
+        turns = (
+            "\n".join([message.content, *map(_call_text, message.tool_calls)]) for message in request.messages
+        )
+        input_tokens = count_tokens("\n".join([request.system, *tools, *turns]))
+        output_tokens = count_tokens("\n".join([text, *map(_call_text, tool_calls)]))
     return Completion(
         text=text,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         model=request.model,
         finish_reason=finish_reason,
+        tool_calls=tool_calls,
         usage_reported=reported,
     )
+
+
+def _call_text(call: ToolCall) -> str:
+    """A tool call as the model wrote it, for local token estimates."""
+    arguments = call.raw_arguments if call.raw_arguments is not None else json.dumps(call.arguments)
+    return f"{call.name} {arguments}"
 
 
 class ProviderError(Exception):

@@ -9,7 +9,7 @@ import httpx2
 from google import genai
 from google.genai import errors, types
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, status_error, transport_error
 
 
@@ -40,7 +40,7 @@ class GoogleProvider:
             raise self._error(exc, request) from exc
         text, finish_reason = _text_and_finish(response)
         usage = response.usage_metadata
-        return self._completion(request, text, finish_reason, usage)
+        return self._completion(request, text, finish_reason, usage, _tool_calls(response))
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
@@ -63,28 +63,33 @@ class GoogleProvider:
         yield self._completion(request, "".join(parts), finish_reason, usage)
 
     def _params(self, request: ProviderRequest) -> tuple[list[types.Content], types.GenerateContentConfig]:
-        contents = [
-            types.Content(role="user" if m.role == "user" else "model", parts=[types.Part(text=m.content)])
-            for m in request.messages
+        declarations = [
+            types.FunctionDeclaration(name=t.name, description=t.description, parameters_json_schema=t.parameters)
+            for t in request.tools
         ]
         config = types.GenerateContentConfig(
             system_instruction=request.system or None,
             max_output_tokens=request.max_tokens,
             temperature=request.temperature,
-            automatic_continuation=False,  # one call = one HTTP request, so the layer above counts attempts right
+            tools=[types.Tool(function_declarations=declarations)] if declarations else None,
+            # one call = one HTTP request, so the layer above counts attempts right; the caller runs the tools
+            automatic_continuation=False,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             # Per-call timeout; HttpOptions wants whole milliseconds.
             http_options=types.HttpOptions(timeout=max(1, round(request.timeout_s * 1000))),
         )
-        return contents, config
+        return _contents(request.messages), config
 
     @staticmethod
-    def _completion(request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+    def _completion(
+        request: ProviderRequest, text: str, finish_reason: str | None, usage: Any, calls: list[ToolCall] | None = None
+    ) -> Completion:
         prompt_tokens = getattr(usage, "prompt_token_count", None)
         # Thinking tokens are billed as output but reported apart from the answer's own tokens.
         output_tokens = None
         if prompt_tokens is not None:
             output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-        return completion(request, text, finish_reason, prompt_tokens, output_tokens)
+        return completion(request, text, finish_reason, prompt_tokens, output_tokens, calls)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """google-genai wraps only HTTP errors (`APIError`); timeouts and refused connections surface as the raw
@@ -108,3 +113,36 @@ def _text_and_finish(response: types.GenerateContentResponse) -> tuple[str, str 
     text = "".join(part.text for part in parts if part.text and not part.thought)
     reason = candidate.finish_reason
     return text, (str(getattr(reason, "value", reason)) if reason is not None else None)
+
+
+def _contents(messages: list[Message]) -> list[types.Content]:
+    """Gemini turns: an assistant's tool calls become `function_call` parts of its model turn, and each run of tool
+    turns one user turn of `function_response` parts, which name the function (looked up by call id if need be)."""
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    contents: list[types.Content] = []
+    for m in messages:
+        if m.role == "tool":
+            response = {"error": m.content} if m.is_error else {"result": m.content}
+            name = m.tool_name or names.get(m.tool_call_id or "", "")
+            part = types.Part(function_response=types.FunctionResponse(id=m.tool_call_id, name=name, response=response))
+            last = contents[-1] if contents else None
+            if last is not None and last.role == "user" and last.parts and last.parts[0].function_response:
+                last.parts.append(part)
+            else:
+                contents.append(types.Content(role="user", parts=[part]))
+            continue
+        parts = [types.Part(text=m.content)] if m.content or not m.tool_calls else []
+        parts += [types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.arguments))
+                  for c in m.tool_calls]
+        contents.append(types.Content(role="user" if m.role == "user" else "model", parts=parts))
+    return contents
+
+
+def _tool_calls(response: types.GenerateContentResponse) -> list[ToolCall]:
+    """The first candidate's function calls; Gemini 2.x gives them no id, so one is made from their position."""
+    content = response.candidates[0].content if response.candidates else None
+    calls = [part.function_call for part in (content.parts if content and content.parts else []) if part.function_call]
+    return [
+        ToolCall(id=call.id or f"call_{index}", name=call.name or "", arguments=call.args or {})
+        for index, call in enumerate(calls)
+    ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 
-from shared.providers.base import Completion, ProviderError, ProviderRequest, completion
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 
 # The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
@@ -33,8 +34,11 @@ class OpenAIProvider:
         except Exception as exc:
             raise self._error(exc, request) from exc
         choice = response.choices[0] if response.choices else None
-        text = (choice.message.content if choice else None) or ""
-        return self._completion(request, text, choice.finish_reason if choice else None, response.usage)
+        message = choice.message if choice else None
+        text = (message.content if message else None) or ""
+        # Function calls only: this adapter declares no custom tools.
+        calls = [_tool_call(c) for c in (message.tool_calls if message else None) or [] if getattr(c, "function", None)]
+        return self._completion(request, text, choice.finish_reason if choice else None, response.usage, calls)
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
@@ -59,8 +63,8 @@ class OpenAIProvider:
         yield self._completion(request, "".join(parts), finish_reason, usage)
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
-        messages: list[dict[str, str]] = [{"role": "system", "content": request.system}] if request.system else []
-        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
+        messages += [_message(m) for m in request.messages]
         params: dict[str, Any] = {
             "model": request.model,
             "messages": messages,
@@ -69,13 +73,21 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = [
+                {"type": "function",
+                 "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in request.tools
+            ]
         return params
 
     @staticmethod
-    def _completion(request: ProviderRequest, text: str, finish_reason: str | None, usage: Any) -> Completion:
+    def _completion(
+        request: ProviderRequest, text: str, finish_reason: str | None, usage: Any, calls: list[ToolCall] | None = None
+    ) -> Completion:
         # An OpenAI-compatible server may report no usage at all.
         return completion(request, text, finish_reason, getattr(usage, "prompt_tokens", None),
-                          getattr(usage, "completion_tokens", None))
+                          getattr(usage, "completion_tokens", None), calls)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """Map an SDK exception to a classified `ProviderError`."""
@@ -93,3 +105,28 @@ class OpenAIProvider:
         return transport_error(exc, **where) or ProviderError(
             redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
         )
+
+
+def _message(m: Message) -> dict[str, Any]:
+    """One turn in chat.completions form: tool calls carry their arguments as a JSON string."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.role == "assistant" and m.tool_calls:
+        calls = []
+        for c in m.tool_calls:
+            arguments = c.raw_arguments if c.raw_arguments is not None else json.dumps(c.arguments)
+            calls.append({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": arguments}})
+        return {"role": "assistant", "content": m.content or None, "tool_calls": calls}
+    return {"role": m.role, "content": m.content}
+
+
+def _tool_call(call: Any) -> ToolCall:
+    """A function tool call from the response; arguments that are not a JSON object are kept raw."""
+    raw = call.function.arguments or ""
+    try:
+        arguments = json.loads(raw) if raw else {}
+    except ValueError:
+        arguments = None
+    if isinstance(arguments, dict):
+        return ToolCall(id=call.id, name=call.function.name, arguments=arguments)
+    return ToolCall(id=call.id, name=call.function.name, raw_arguments=raw)

@@ -11,6 +11,24 @@ Scripting (all thread-safe):
     server.requests                                                     # what the SDKs sent
     server.reset()
 
+Tool calling (non-streaming answers; a streamed answer carries only the text):
+    Reply(tool_calls=[("get_weather", {"city": "Oslo"}), ("get_time", {})])  # ids are made by the server
+    Reply(text="Let me look.", tool_calls=[...])                            # text alongside the calls
+    Reply(tool_calls=[("get_weather", "not json")])                         # a str goes out verbatim (OpenAI's raw
+                                                                            # `arguments`; malformed elsewhere)
+    Reply(respond=lambda results: results[-1].text)                         # text computed from the request
+
+Each server answers calls in its own format: OpenAI `message.tool_calls` (arguments as a JSON string,
+`finish_reason: "tool_calls"`), Anthropic `tool_use` blocks (`stop_reason: "tool_use"`), Gemini `functionCall` parts
+(no `id`, like Gemini 2.x, unless built with `GeminiWireServer(call_ids=True)`; `finishReason: "STOP"`). With
+tool calls and no `text`, the answer has no text at all.
+
+`respond` receives every tool result of the request, in order, as `ToolResult(call_id, name, text, is_error)`, read
+from that provider's own format: OpenAI `role: "tool"` messages (is_error is always False: the format has no flag),
+Anthropic `tool_result` blocks, Gemini `functionResponse` parts (`{"error": ...}` sets is_error). The callable sees
+results only as the server parsed them, so an echo proves the adapter wrote them where the provider looks. Names are
+taken from the function response (Gemini) or from the assistant turn that made the call (OpenAI, Anthropic).
+
 Standalone: `python -m tests.wire.servers openai --port 8900` serves until killed.
 """
 
@@ -25,7 +43,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self
@@ -33,11 +51,27 @@ from urllib.parse import parse_qs, urlsplit
 
 
 @dataclass(frozen=True)
+class ToolResult:
+    """A tool result found in a request, in provider-neutral form (see the module docstring)."""
+
+    call_id: str | None
+    name: str | None
+    text: str
+    is_error: bool = False
+
+
+#: (function name, arguments): a dict is sent as the arguments object, a str verbatim.
+ScriptedCall = tuple[str, dict[str, Any] | str]
+
+
+@dataclass(frozen=True)
 class Reply:
-    """Answer successfully. `text=None` answers `"[{model}] " + <first 80 chars of the last user message>`.
+    """Answer successfully. `text=None` answers `"[{model}] " + <first 80 chars of the last user message>`, or no
+    text when there are `tool_calls`; `respond`, when given, computes the text from the request's tool results.
 
     Default usage is deterministic so tests can assert exact values: input = whitespace-separated words of all
-    request text (system + messages), output = words of the answer. `usage=False` leaves usage out entirely.
+    request text (system + messages), output = words of the answer (and of each tool call's name and JSON
+    arguments). `usage=False` leaves usage out entirely.
     """
 
     text: str | None = None
@@ -45,6 +79,12 @@ class Reply:
     output_tokens: int | None = None
     usage: bool = True
     delay_s: float = 0.0
+    tool_calls: Sequence[ScriptedCall] = ()
+    respond: Callable[[list[ToolResult]], str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.respond is not None and self.text is not None:
+            raise ValueError("give a Reply either `text` or `respond`, not both")
 
 
 @dataclass(frozen=True)
@@ -71,11 +111,12 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Answer:
-    """A resolved `Reply`: the text, its streaming deltas, and usage (None = leave usage out)."""
+    """A resolved `Reply`: the text, its streaming deltas, usage (None = leave usage out) and tool calls."""
 
     text: str
     input_tokens: int | None
     output_tokens: int | None
+    tool_calls: Sequence[ScriptedCall] = ()
 
     @property
     def deltas(self) -> list[str]:
@@ -94,6 +135,15 @@ def _texts(content: Any) -> list[str]:
     if isinstance(content, list):
         return [part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
     return []
+
+
+def _dicts(items: Any) -> list[dict[str, Any]]:
+    """The dict items of what should be a list of objects (anything else in a request body is skipped)."""
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _arguments_json(arguments: dict[str, Any] | str) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
 
 
 class Exchange:
@@ -322,13 +372,23 @@ class WireServer:
         return behaviour
 
     @staticmethod
-    def _answer(reply: Reply, model: str, texts: list[str], last_user: str) -> Answer:
-        text = reply.text if reply.text is not None else f"[{model}] " + last_user[:80]
+    def _answer(
+        reply: Reply, model: str, texts: list[str], last_user: str, results: Sequence[ToolResult] = ()
+    ) -> Answer:
+        if reply.respond is not None:
+            text = reply.respond(list(results))
+        elif reply.text is not None:
+            text = reply.text
+        else:
+            text = "" if reply.tool_calls else f"[{model}] " + last_user[:80]
+        calls = tuple(reply.tool_calls)
         if not reply.usage:
-            return Answer(text, None, None)
+            return Answer(text, None, None, calls)
         input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
-        output_tokens = reply.output_tokens if reply.output_tokens is not None else words(text)
-        return Answer(text, input_tokens, output_tokens)
+        output_tokens = reply.output_tokens
+        if output_tokens is None:
+            output_tokens = words(text) + sum(words(f"{name} {_arguments_json(args)}") for name, args in calls)
+        return Answer(text, input_tokens, output_tokens, calls)
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
@@ -389,7 +449,7 @@ class OpenAIWireServer(WireServer):
         messages = body["messages"]
         texts = [t for m in messages for t in _texts(m.get("content"))]
         users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages))
         usage = (
             None
             if answer.input_tokens is None
@@ -401,6 +461,14 @@ class OpenAIWireServer(WireServer):
         )
         ident, created = self._next_id("chatcmpl-wire"), int(time.time())
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+            if answer.tool_calls:
+                message["content"] = answer.text or None  # the API sends null content with tool calls
+                message["tool_calls"] = [
+                    {"id": self._next_id("call_wire"), "type": "function",
+                     "function": {"name": name, "arguments": _arguments_json(args)}}
+                    for name, args in answer.tool_calls
+                ]
             payload: dict[str, Any] = {
                 "id": ident,
                 "object": "chat.completion",
@@ -409,9 +477,9 @@ class OpenAIWireServer(WireServer):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                        "message": message,
                         "logprobs": None,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if answer.tool_calls else "stop",
                     }
                 ],
             }
@@ -420,6 +488,19 @@ class OpenAIWireServer(WireServer):
             return ex.json(200, payload)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and usage is not None
         ex.sse(self._stream(ident, created, model, answer, usage if include_usage else None, include_usage))
+
+    @staticmethod
+    def _tool_results(messages: list[Any]) -> list[ToolResult]:
+        """`role: "tool"` messages, named after the assistant tool call they answer."""
+        messages = _dicts(messages)
+        names = {
+            call.get("id"): (call.get("function") or {}).get("name")
+            for m in messages if m.get("role") == "assistant" for call in _dicts(m.get("tool_calls"))
+        }
+        return [
+            ToolResult(m.get("tool_call_id"), names.get(m.get("tool_call_id")), " ".join(_texts(m.get("content"))))
+            for m in messages if m.get("role") == "tool"
+        ]
 
     @staticmethod
     def _stream(
@@ -483,15 +564,20 @@ class AnthropicWireServer(WireServer):
         messages = body["messages"]
         texts = _texts(body.get("system")) + [t for m in messages for t in _texts(m.get("content"))]
         users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages))
         ident = self._next_id("msg_wire")
+        content = [{"type": "text", "text": answer.text}] if answer.text or not answer.tool_calls else []
+        content += [
+            {"type": "tool_use", "id": self._next_id("toolu_wire"), "name": name, "input": args}
+            for name, args in answer.tool_calls
+        ]
         message: dict[str, Any] = {
             "id": ident,
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": answer.text}],
-            "stop_reason": "end_turn",
+            "content": content,
+            "stop_reason": "tool_use" if answer.tool_calls else "end_turn",
             "stop_sequence": None,
         }
         if answer.input_tokens is not None:
@@ -499,6 +585,17 @@ class AnthropicWireServer(WireServer):
         if not body.get("stream"):
             return ex.json(200, message)
         ex.sse(self._stream(message, answer))
+
+    @staticmethod
+    def _tool_results(messages: list[Any]) -> list[ToolResult]:
+        """`tool_result` blocks of user messages, named after the `tool_use` block they answer."""
+        blocks = [block for m in _dicts(messages) for block in _dicts(m.get("content"))]
+        names = {block.get("id"): block.get("name") for block in blocks if block.get("type") == "tool_use"}
+        return [
+            ToolResult(block.get("tool_use_id"), names.get(block.get("tool_use_id")),
+                       " ".join(_texts(block.get("content"))), bool(block.get("is_error")))
+            for block in blocks if block.get("type") == "tool_result"
+        ]
 
     @staticmethod
     def _stream(message: dict[str, Any], answer: Answer) -> Iterator[str]:
@@ -543,6 +640,10 @@ class GeminiWireServer(WireServer):
         504: "DEADLINE_EXCEEDED",
     }
 
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, call_ids: bool = False) -> None:
+        super().__init__(host, port)
+        self.call_ids = call_ids  # give `functionCall`s an id, as newer models do; Gemini 2.x gives none
+
     def _model_of(self, ex: Exchange) -> str | None:
         match = self._ROUTE.match(ex.route)
         return match["model"] if match else None
@@ -565,7 +666,7 @@ class GeminiWireServer(WireServer):
         system = (body.get("systemInstruction") or {}).get("parts")
         texts = _texts(system) + [t for c in contents for t in _texts(c.get("parts"))]
         users = [" ".join(_texts(c.get("parts"))) for c in contents if c.get("role", "user") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "")
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(contents))
         usage = (
             None
             if answer.input_tokens is None
@@ -577,15 +678,40 @@ class GeminiWireServer(WireServer):
         )
         response_id = self._next_id("wire-")
         if match["method"] == "generateContent":
-            payload = self._chunk(answer.text, "STOP", usage, model, response_id)
+            calls = [{"name": name, "args": args} for name, args in answer.tool_calls]
+            if self.call_ids:
+                calls = [{"id": self._next_id("fc-wire-"), **call} for call in calls]
+            payload = self._chunk(answer.text, "STOP", usage, model, response_id, calls)
             return ex.json(200, payload)
         ex.sse(self._stream(answer, usage, model, response_id))
 
     @staticmethod
+    def _tool_results(contents: list[Any]) -> list[ToolResult]:
+        """`functionResponse` parts: `{"result": ...}` is a result, `{"error": ...}` a failure, else the whole JSON."""
+        results = []
+        for part in (part for c in _dicts(contents) for part in _dicts(c.get("parts"))):
+            response = part.get("functionResponse", part.get("function_response"))  # proto JSON takes either
+            if not isinstance(response, dict):
+                continue
+            value = response.get("response") if isinstance(response.get("response"), dict) else {}
+            is_error = "error" in value
+            text = value["error"] if is_error else value.get("result", value)
+            text = text if isinstance(text, str) else json.dumps(text)
+            results.append(ToolResult(response.get("id"), response.get("name"), text, is_error))
+        return results
+
+    @staticmethod
     def _chunk(
-        text: str, finish: str | None, usage: dict[str, int] | None, model: str, response_id: str
+        text: str,
+        finish: str | None,
+        usage: dict[str, int] | None,
+        model: str,
+        response_id: str,
+        calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+        parts: list[dict[str, Any]] = [{"text": text}] if text or not calls else []
+        parts += [{"functionCall": call} for call in calls or []]
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish is not None:
             candidate["finishReason"] = finish
         payload: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
