@@ -41,8 +41,10 @@ from shared.documents import DocumentInfo, DocumentStore, NotText, decode_text
 from shared.jobs import JobRecord, JobStore
 from shared.metrics import MetricsReport, read_metrics
 from shared.routing import PlanningError
+from shared.services.manager import ServiceManager
+from shared.services.models import ServiceState
 from shared.settings import Settings, get_settings
-from shared.store import StoreUnavailable
+from shared.store import StoreUnavailable, redis_client
 
 
 class ErrorResponse(BaseModel):
@@ -79,15 +81,20 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     if celery is None:
         from workers.celery_app import app as celery
 
-    mcp_server = create_mcp_server(settings)
+    breakers = CircuitBreakers(settings, redis_client(settings)) if settings.redis_url else None
+    tools = ServiceManager(settings, breakers)  # sessions to downstream MCP services, opened on first use
+    mcp_server = create_mcp_server(settings, tools)
     mcp_routes = mcp_server.streamable_http_app(streamable_http_path="/mcp", host=settings.api_host).routes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # Sync endpoints and waits run in worker threads; the default 40 would cap concurrent waits.
         anyio.to_thread.current_default_thread_limiter().total_tokens = 256
-        async with mcp_server.session_manager.run():
-            yield
+        try:
+            async with mcp_server.session_manager.run():
+                yield
+        finally:
+            await anyio.to_thread.run_sync(tools.close)
 
     app = FastAPI(
         title="Dynamic Orchestrator",
@@ -101,6 +108,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     app.state.settings = settings
     app.state.celery = celery
+    app.state.tools = tools
     app.include_router(batch_routes)
     app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
@@ -138,7 +146,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
     def create_job(body: JobRequest, store: Store, request: Request) -> JobAccepted:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
-        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key))
+        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def get_job(job_id: str, store: Store) -> JobRecord:
@@ -181,7 +189,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         wait: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait for the result.")] = None,
     ) -> Any:
         """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
-        record = submit(body, settings, store, celery, api_key=request.state.api_key)
+        record = submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools)
         timeout = settings.orchestrate_wait_seconds if wait is None else wait
         finished = store.wait(record.id, timeout) or record
         if not finished.status.terminal:
@@ -216,8 +224,14 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
 
     @app.post("/v1/analyze", response_model=Proposal, tags=["analysis"])
     def analyze_request(body: JobRequest) -> Proposal:
-        """Intent, complexity, tokens and the plan (model, fallbacks, estimated and baseline cost); runs nothing."""
-        return propose(body, settings, require_keys=False)
+        """Intent, complexity, tokens, the plan (model, fallbacks, estimated and baseline cost) and the downstream
+        services and tools the request would be offered; runs nothing."""
+        return propose(body, settings, require_keys=False, tools=tools)
+
+    @app.get("/v1/services", response_model=list[ServiceState], tags=["services"])
+    def list_services() -> list[ServiceState]:
+        """The configured downstream MCP services: state, tools (as this process last listed them), breaker."""
+        return tools.states()
 
     @app.get("/v1/metrics", response_model=MetricsReport, tags=["metrics"])
     def metrics(

@@ -79,7 +79,7 @@ async def create_batch(
         return JSONResponse(planned.model_dump(mode="json"))
     batches = _batches(request)
     items = await run_in_threadpool(submit_lines, lines, settings, batches.jobs, request.app.state.celery,
-                                    request.state.api_key)
+                                    request.state.api_key, request.app.state.tools)
     batch_id = await run_in_threadpool(batches.create, items)
     refused = [item for item in items if item.error]
     return BatchAccepted(id=batch_id, total=len(items), accepted=len(items) - len(refused), refused=refused,

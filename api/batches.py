@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 from pydantic import BaseModel, Field, ValidationError
 
-from api.submission import JobRequest, NoProviderConfigured, UnknownDocument, propose, submit
+from api.submission import JobRequest, NoProviderConfigured, ToolCatalog, UnknownDocument, propose, submit
 from shared.analysis import RequestOptions
 from shared.auth import ApiKey, BudgetExhausted
 from shared.batches import BatchItem
@@ -100,13 +100,14 @@ def submit_lines(
     store: JobStore,
     celery: Celery,
     api_key: ApiKey | None = None,
+    tools: ToolCatalog | None = None,
 ) -> list[BatchItem]:
     """Submit each line; a line that cannot be planned, or that the caller's budget cannot cover, is refused."""
     open_breakers = CircuitBreakers(settings, store.redis).unavailable()
     items = []
     for number, value in lines:
         try:
-            record = submit(as_job(value), settings, store, celery, open_breakers, api_key=api_key)
+            record = submit(as_job(value), settings, store, celery, open_breakers, api_key=api_key, tools=tools)
         except REFUSALS as error:
             items.append(BatchItem(line=number, error=refusal_reason(error)))
         else:

@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=_keys_revoke)
 
+    services = commands.add_parser("services", help="the downstream MCP services: state, tools, breaker")
+    services.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    services.set_defaults(handler=_services)
+
     mcp = commands.add_parser("mcp", help="the MCP server over stdio (for Claude Desktop, Claude Code, IDEs)")
     mcp.set_defaults(handler=_mcp)
 
@@ -144,20 +148,52 @@ def _summary(proposal: Any) -> dict[str, Any]:
         "baseline_cost_usd": plan.baseline.cost_usd,
         "preprocess": plan.preprocess,
         "reason": plan.reason,
+    } | _services_summary(proposal.services)
+
+
+def _services_summary(selection: Any) -> dict[str, Any]:
+    if selection is None:
+        return {}
+    return {
+        "services": [choice.service for choice in selection.services],
+        "tools_offered": [f"{choice.service}.{tool}" for choice in selection.services for tool in choice.tools],
+        "tool_schema_tokens": selection.schema_tokens_offered,
+        "tool_schema_tokens_all": selection.schema_tokens_all,
+        "tool_schema_tokens_saved": selection.schema_tokens_saved,
     }
 
 
+@contextmanager
+def _service_manager(settings: Settings) -> Iterator[Any]:
+    """Sessions to the configured MCP services for this command, or None when there are none."""
+    if not settings.mcp_services:
+        yield None
+        return
+    from shared.services.manager import ServiceManager
+
+    manager = ServiceManager(settings)
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
 def _analyze(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    with _service_manager(settings) as tools:
+        return _analyze_with(args, settings, tools)
+
+
+def _analyze_with(args: argparse.Namespace, settings: Settings, tools: Any) -> int:
     from api.submission import JobRequest, PlanningError, propose
 
-    settings = get_settings()
     if args.jsonl:
         failures = 0
         for number, line in enumerate(args.jsonl.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                proposal = propose(JobRequest.model_validate_json(line), settings, require_keys=False)
+                proposal = propose(JobRequest.model_validate_json(line), settings, require_keys=False, tools=tools)
                 out: dict[str, Any] = {"line": number, **_summary(proposal)}
             except (ValidationError, PlanningError) as error:
                 failures += 1
@@ -168,7 +204,7 @@ def _analyze(args: argparse.Namespace) -> int:
         errors.print("give the request text, or --jsonl FILE")
         return 2
     try:
-        proposal = propose(_job_request(args, args.text), settings, require_keys=False)
+        proposal = propose(_job_request(args, args.text), settings, require_keys=False, tools=tools)
     except (ValidationError, PlanningError, OSError, ValueError) as error:
         errors.print(f"[red]cannot plan[/red]: {_error_text(error)}")
         return 1
@@ -203,9 +239,47 @@ def _print_proposal(proposal: Any) -> None:
         ("baseline", f"{summary['baseline_model']}: {summary['baseline_tokens']:,} tokens, "
                      f"${summary['baseline_cost_usd']:.6f}"),
     ]
+    selection = proposal.services
+    if selection is not None:
+        offered = ", ".join(f"{c.service} ({', '.join(c.tools)})" for c in selection.services) or "none"
+        rows.append(("services", offered))
+        rows.append(("tool schemas", f"{selection.schema_tokens_offered:,} tokens offered of "
+                                     f"{selection.schema_tokens_all:,} for all tools "
+                                     f"({selection.schema_tokens_saved:,} saved)"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def _services(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.mcp_services:
+        console.print("no MCP services configured (mcp_services in config/services.yaml)")
+        return 0
+    from shared.breaker import CircuitBreakers
+    from shared.services.manager import ServiceManager
+    from shared.store import StoreUnavailable, redis_client
+
+    try:
+        breakers = CircuitBreakers(settings, redis_client(settings))
+    except StoreUnavailable:
+        breakers = None  # no shared Redis: breaker states are unknown here, the services still answer
+    manager = ServiceManager(settings, breakers)
+    try:
+        manager.catalog()  # connect and list, so the states below are first-hand
+        states = manager.states()
+    finally:
+        manager.close()
+    if args.json:
+        print(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
+        return 0
+    table = Table("service", "type", "state", "breaker", "tools", "capabilities")
+    for state in states:
+        status = state.state + (f": {state.error}" if state.error else "")
+        table.add_row(state.name, state.type, status, state.breaker, ", ".join(state.tools) or "-",
+                      ", ".join(state.capabilities))
+    console.print(table)
+    return 0 if all(state.state != "failed" for state in states) else 1
 
 
 @contextmanager
@@ -253,12 +327,12 @@ def _run(args: argparse.Namespace) -> int:
         errors.print(f"\n[yellow]No provider key is configured, so nothing was sent.[/yellow] To run it, "
                      f"{settings.key_variables_hint()}.")
         return 2
-    with _runtime(settings, worker_threads=4) as settings:
+    with _runtime(settings, worker_threads=4) as settings, _service_manager(settings) as tools:
         from workers.celery_app import app
 
         store = JobStore(settings)
         try:
-            record = submit(body, settings, store, app)
+            record = submit(body, settings, store, app, tools=tools)
         except PlanningError as error:
             errors.print(f"[red]cannot plan[/red]: {error}")
             return 1
@@ -318,6 +392,37 @@ def _metrics(args: argparse.Namespace) -> int:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+def _services(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.mcp_services:
+        console.print("no MCP services configured (mcp_services in config/services.yaml)")
+        return 0
+    from shared.breaker import CircuitBreakers
+    from shared.services.manager import ServiceManager
+    from shared.store import StoreUnavailable, redis_client
+
+    try:
+        breakers = CircuitBreakers(settings, redis_client(settings))
+    except StoreUnavailable:
+        breakers = None  # no shared Redis: breaker states are unknown here, the services still answer
+    manager = ServiceManager(settings, breakers)
+    try:
+        manager.catalog()  # connect and list, so the states below are first-hand
+        states = manager.states()
+    finally:
+        manager.close()
+    if args.json:
+        print(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
+        return 0
+    table = Table("service", "type", "state", "breaker", "tools", "capabilities")
+    for state in states:
+        status = state.state + (f": {state.error}" if state.error else "")
+        table.add_row(state.name, state.type, status, state.breaker, ", ".join(state.tools) or "-",
+                      ", ".join(state.capabilities))
+    console.print(table)
+    return 0 if all(state.state != "failed" for state in states) else 1
     return 0
 
 

@@ -37,6 +37,9 @@ from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
 from shared.prompts import system_prompt, user_prompt
 from shared.routing import PlanningError
+from shared.services.manager import ServiceManager
+from shared.services.models import ServiceState, ToolResult
+from shared.services.toolbox import gateway_call
 from shared.settings import Settings
 from workers.celery_app import app as celery
 
@@ -74,7 +77,7 @@ class JobResult(BaseModel):
         )
 
 
-def create_mcp_server(settings: Settings) -> MCPServer:
+def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -> MCPServer:
     server = MCPServer(
         "dynamic-orchestrator",
         instructions=(
@@ -100,7 +103,8 @@ def create_mcp_server(settings: Settings) -> MCPServer:
     async def queue(job: JobRequest, ctx: Context) -> tuple[JobStore, JobRecord]:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
         store = JobStore(settings)
-        return store, await run(partial(submit, api_key=_caller(ctx, store)), job, settings, store, celery)
+        return store, await run(partial(submit, api_key=_caller(ctx, store), tools=tools), job, settings, store,
+                                celery)
 
     @server.tool()
     async def orchestrate(
@@ -131,8 +135,24 @@ def create_mcp_server(settings: Settings) -> MCPServer:
         request: str, context: dict[str, Any] | None = None, options: RequestOptions | None = None
     ) -> Proposal:
         """Intent, complexity tier, token counts and the plan (model, fallbacks, estimated and baseline cost),
-        without running anything."""
-        return await run(lambda: propose(body(request, context, options), settings, require_keys=False))
+        without running anything, and the downstream services and tools it would be offered."""
+        return await run(lambda: propose(body(request, context, options), settings, require_keys=False,
+                                         tools=tools))
+
+    @server.tool()
+    async def list_services() -> list[ServiceState]:
+        """The downstream MCP services this orchestrator routes to: their state, tools and circuit breaker."""
+        if tools is None:
+            return []
+        return await anyio.to_thread.run_sync(tools.states)
+
+    @server.tool()
+    async def call_service_tool(service: str, tool: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        """Call one tool of a downstream service through the orchestrator (its breaker and timeout apply);
+        `list_services` names them. The arguments are checked against the tool's schema first."""
+        if tools is None or service not in settings.mcp_services:
+            raise ToolError(f"no service {service!r}; configured: {', '.join(settings.mcp_services) or 'none'}")
+        return await anyio.to_thread.run_sync(gateway_call, tools, service, tool, arguments or {})
 
     @server.tool()
     async def get_metrics(period: Literal["1m", "5m", "1h", "1d"] = "5m") -> MetricsReport:

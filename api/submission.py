@@ -7,7 +7,7 @@ door it came in by. A document is stored once under its content hash; the job an
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from pydantic import BaseModel, Field, model_validator
@@ -26,6 +26,8 @@ from shared.documents import DocumentInfo, DocumentStore
 from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.metrics import MetricsRecorder, RequestOutcome
 from shared.routing import Constraints, Plan, PlanningError, plan
+from shared.services.models import ServiceTool
+from shared.services.selection import ServiceSelection, select_services
 from shared.settings import Settings
 from shared.tokens import count_tokens
 from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, queue_for
@@ -101,6 +103,13 @@ class JobAccepted(BaseModel):
 class Proposal(BaseModel):
     analysis: Analysis
     plan: Plan
+    services: ServiceSelection | None = None
+
+
+class ToolCatalog(Protocol):
+    """Where the tool lists of the configured MCP services come from (a `ServiceManager`)."""
+
+    def catalog(self) -> tuple[dict[str, list[ServiceTool]], dict[str, str]]: ...
 
 
 def propose(
@@ -109,6 +118,7 @@ def propose(
     require_keys: bool = True,
     open_breakers: set[str] = frozenset(),
     document_tokens: int | None = None,
+    tools: ToolCatalog | None = None,
 ) -> Proposal:
     """Analyse and plan among the providers that have a key.
 
@@ -124,7 +134,12 @@ def propose(
             raise NoProviderConfigured(f"no provider API key is configured: {settings.key_variables_hint()}")
         usable = None
     constraints = Constraints.from_options(body.options, usable, open_breakers)
-    return Proposal(analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens))
+    selection = None
+    if settings.mcp_services and tools is not None:
+        catalog, unavailable = tools.catalog()
+        selection = select_services(body.request, analysis.intent, settings.mcp_services, catalog, unavailable)
+    return Proposal(analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens),
+                    services=selection)
 
 
 def stored_document(body: JobRequest, documents: DocumentStore) -> DocumentInfo | None:
@@ -149,6 +164,7 @@ def submit(
     open_breakers: set[str] | None = None,
     stream: bool = False,
     api_key: ApiKey | None = None,
+    tools: ToolCatalog | None = None,
 ) -> JobRecord:
     """Plan (skipping models whose breaker is open), reserve its worst-case cost on the caller's budget, record the
     job, and queue it: straight to its tier's queue, or through `preprocess` when its document must be compressed
@@ -158,7 +174,7 @@ def submit(
         open_breakers = CircuitBreakers(settings, store.redis).unavailable()
     try:
         proposal = propose(body, settings, open_breakers=open_breakers,
-                           document_tokens=document.tokens if document else None)
+                           document_tokens=document.tokens if document else None, tools=tools)
     except PlanningError:
         MetricsRecorder(settings, store.redis).record(RequestOutcome(succeeded=False, rejected=True))
         raise

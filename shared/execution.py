@@ -18,8 +18,10 @@ from shared.breaker import COUNTED_KINDS, CircuitBreakers, Gate
 from shared.cache import ResponseCache
 from shared.jobs import Attempt, JobRecord
 from shared.prompts import system_prompt, user_prompt
-from shared.providers import Completion, Message, ProviderError, ProviderRequest, provider_for
+from shared.providers import Completion, Message, ProviderError, ProviderRequest, ToolSpec, provider_for
 from shared.resilience import retry_delay
+from shared.services.models import ToolCallRecord
+from shared.services.toolbox import Toolbox
 from shared.settings import Settings
 
 
@@ -29,6 +31,7 @@ class Served(BaseModel):
     provider: str
     attempts: list[Attempt]
     cache_hit: bool = False
+    tool_calls: list[ToolCallRecord] = []
 
 
 class ChainExhausted(Exception):
@@ -46,17 +49,24 @@ class Cancelled(Exception):
 
 
 def provider_request(
-    record: JobRecord, model: str, settings: Settings, document: str | None = None
+    record: JobRecord,
+    model: str,
+    settings: Settings,
+    document: str | None = None,
+    turns: list[Message] = (),
+    tools: list[ToolSpec] = (),
 ) -> ProviderRequest:
+    """The request for `model`: the job's prompt, then any tool-call `turns` so far, with `tools` offered."""
     spec = settings.models[model]
     job = record.input
     return ProviderRequest(
         model=spec.provider_model or model,
         system=system_prompt(record.analysis.intent, record.plan.tier),
-        messages=[Message(role="user", content=user_prompt(job.request, job.context, document))],
+        messages=[Message(role="user", content=user_prompt(job.request, job.context, document)), *turns],
         max_tokens=min(record.plan.max_output_tokens, spec.max_output_tokens),
         temperature=job.options.temperature,
         timeout_s=settings.provider_timeout_seconds,
+        tools=list(tools),
     )
 
 
@@ -91,6 +101,51 @@ class Executor:
             cancelled=cancelled,
             on_delta=on_delta,
         )
+
+    def serve_with_tools(
+        self,
+        record: JobRecord,
+        toolbox: Toolbox,
+        document: str | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Served:
+        """The tool-call loop: the model asks, the toolbox calls the service, the result goes back, until the model
+        answers in text or the step limit is reached. Each turn goes along the chain from the model that served the
+        turn before, so one model sees the whole conversation unless it fails. Tool turns are never cached."""
+        turns: list[Message] = []
+        calls: list[ToolCallRecord] = []
+        attempts: list[Attempt] = []
+        chain, input_tokens, output_tokens = record.plan.chain, 0, 0
+        max_steps = self.settings.mcp_client.max_tool_steps
+        for step in range(1, max_steps + 1):
+            served = self.complete(
+                chain, lambda model: provider_request(record, model, self.settings, document, turns, toolbox.specs),
+                use_cache=False, cancelled=cancelled,
+            )
+            attempts += served.attempts
+            chain = chain[chain.index(served.model):]
+            answer = served.completion
+            input_tokens, output_tokens = input_tokens + answer.input_tokens, output_tokens + answer.output_tokens
+            if not answer.tool_calls:
+                break
+            turns.append(Message(role="assistant", content=answer.text, tool_calls=answer.tool_calls))
+            for call in answer.tool_calls:
+                if cancelled():
+                    raise Cancelled(attempts)
+                result, call_record = toolbox.run(call, step)
+                calls.append(call_record)
+                turns.append(Message(role="tool", content=result.text, tool_call_id=call.id, tool_name=call.name,
+                                     is_error=result.outcome != "ok"))
+        else:
+            if not answer.text:
+                raise ChainExhausted(f"the model still asked for tools after {max_steps} steps "
+                                     f"(mcp_client.max_tool_steps) and gave no answer", attempts)
+        if on_delta is not None and answer.text:
+            on_delta(answer.text)
+        total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens,
+                                          "usage_reported": answer.usage_reported})
+        return served.model_copy(update={"completion": total, "attempts": attempts, "tool_calls": calls})
 
     def complete(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +20,8 @@ from pydantic import BaseModel, Field
 from shared.analysis import Analysis, RequestOptions
 from shared.metrics import RequestOutcome
 from shared.routing import Plan
+from shared.services.models import ToolCallRecord
+from shared.services.selection import ServiceSelection
 from shared.settings import Settings
 from shared.store import key, redis_client
 
@@ -118,6 +121,8 @@ class JobRecord(BaseModel):
     worker: str | None = None
     billing: Billing | None = None
     error: str | None = None
+    services: ServiceSelection | None = Field(None, description="Downstream MCP services and tools offered.")
+    tool_calls: list[ToolCallRecord] = []
 
     @property
     def duration_ms(self) -> float | None:
@@ -142,6 +147,9 @@ class JobRecord(BaseModel):
             baseline_cost_usd=self.baseline_cost_usd or 0.0,
             cache_hit=self.cache_hit if succeeded else None,
             latency_ms=self.duration_ms,
+            service_calls=dict(Counter(call.service for call in self.tool_calls if call.service)),
+            service_errors=dict(Counter(call.service for call in self.tool_calls
+                                        if call.service and call.outcome != "ok")),
         )
 
 

@@ -53,6 +53,8 @@ class RequestOutcome(BaseModel):
     cache_hit: bool | None = None
     latency_ms: float | None = None
     rejected: bool = Field(False, description="Refused before it ran (no model satisfies the constraints).")
+    service_calls: dict[str, int] = Field({}, description="Downstream MCP tool calls per service.")
+    service_errors: dict[str, int] = Field({}, description="Of those, the ones that did not end `ok`.")
 
 
 # KEYS: guard, minute bucket, hour bucket, all-time totals (for Prometheus). ARGV: guard ttl, bucket ttl, then
@@ -120,6 +122,10 @@ def _increments(outcome: RequestOutcome) -> list[str | int | float]:
         value = getattr(outcome, dimension)
         if value:
             ints[f"{dimension}:{value}"] = 1
+    for service, calls in outcome.service_calls.items():
+        ints[f"service_calls:{service}"] = calls
+    for service, errors in outcome.service_errors.items():
+        ints[f"service_errors:{service}"] = errors
     if outcome.latency_ms is not None:
         ints[f"latency:{latency_bucket(outcome.latency_ms)}"] = 1
         ints["latency_ms_total"] = round(outcome.latency_ms)
@@ -167,6 +173,8 @@ class MetricsReport(BaseModel):
     cache_hits: int
     cache_misses: int
     cache_hit_rate: float
+    service_calls: dict[str, int] = Field({}, description="Downstream MCP tool calls per service.")
+    service_errors: dict[str, int] = Field({}, description="Downstream MCP tool calls that did not end `ok`.")
 
 
 def merge_buckets(buckets: list[dict[str, str]]) -> dict[str, float]:
@@ -266,4 +274,6 @@ def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
         cache_hits=hits,
         cache_misses=misses,
         cache_hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        service_calls=distribution("service_calls:"),
+        service_errors=distribution("service_errors:"),
     )

@@ -14,6 +14,7 @@ from shared.documents import DocumentStore
 from shared.execution import Executor
 from shared.jobs import JobStore
 from shared.metrics import MetricsRecorder
+from shared.services.manager import ServiceManager
 from shared.settings import Settings, get_settings
 from shared.store import redis_client
 
@@ -27,6 +28,7 @@ class Services:
     metrics: MetricsRecorder
     documents: DocumentStore
     summaries: SummaryCache
+    mcp: ServiceManager
 
 
 @functools.cache
@@ -34,12 +36,14 @@ def services() -> Services:
     settings = get_settings()
     client = redis_client(settings)
     cache = ResponseCache(settings, client) if settings.response_cache.enabled else None
+    breakers = CircuitBreakers(settings, client)
     return Services(
         settings=settings,
         redis=client,
         jobs=JobStore(settings, client),
-        executor=Executor(settings, CircuitBreakers(settings, client), cache),
+        executor=Executor(settings, breakers, cache),
         metrics=MetricsRecorder(settings, client),
         documents=DocumentStore(settings),
         summaries=SummaryCache(settings, client),
+        mcp=ServiceManager(settings, breakers),
     )

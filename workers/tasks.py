@@ -18,8 +18,9 @@ from shared.accounting import bill
 from shared.auth import settle_job
 from shared.execution import Cancelled, ChainExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore, Usage
+from shared.services.toolbox import Toolbox
 from workers.celery_app import EXECUTE_TASK, app
-from workers.runtime import services
+from workers.runtime import Services, services
 
 log = get_task_logger(__name__)
 
@@ -66,8 +67,12 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     try:
         document = _document_text(record)
         relay = (lambda text: store.append_delta(job_id, text)) if record.input.stream else None
-        served = executor.serve(record, document, cancelled=lambda: store.status(job_id) == JobStatus.cancelled,
-                                on_delta=relay)
+        cancelled = lambda: store.status(job_id) == JobStatus.cancelled  # noqa: E731
+        toolbox = _toolbox(record, runtime)
+        if toolbox:
+            served = executor.serve_with_tools(record, toolbox, document, cancelled=cancelled, on_delta=relay)
+        else:
+            served = executor.serve(record, document, cancelled=cancelled, on_delta=relay)
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
@@ -93,11 +98,25 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             savings_pct=100 * (charge.savings_usd - preprocessing) / charge.baseline_cost_usd
             if charge.baseline_cost_usd else 0.0,
             attempts=served.attempts,
+            tool_calls=served.tool_calls,
         )
     if finished is not None:
         metrics.record(finished.outcome())
         return {"job_id": job_id, "status": finished.status}
     return {"job_id": job_id, "status": "superseded"}
+
+
+def _toolbox(record: JobRecord, runtime: Services) -> Toolbox | None:
+    """The job's downstream tools, as this process reaches them; services down here are noted on the record."""
+    if record.services is None or not record.services.services:
+        return None
+    toolbox = Toolbox(record.services, runtime.mcp)
+    if toolbox.unavailable:
+        for service, reason in toolbox.unavailable.items():
+            record.services.skipped[service] = f"unavailable in the worker: {reason}"
+        record.services.services = [c for c in record.services.services if c.service not in toolbox.unavailable]
+        runtime.jobs.update(record.id, services=record.services)
+    return toolbox
 
 
 def _document_text(record: JobRecord) -> str | None:

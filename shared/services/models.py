@@ -49,3 +49,16 @@ class ServiceState(BaseModel):
     tools_listed_at: float | None = None
     restarts: int = 0
     breaker: str = "closed"
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call of a job, as its record shows it."""
+
+    step: int = Field(description="The model turn that asked for it, from 1.")
+    service: str
+    tool: str
+    arguments: dict[str, Any] = {}
+    outcome: CallOutcome
+    duration_ms: float = 0.0
+    error: str | None = Field(None, description="Why the call did not end `ok`.")
+    restarted: bool = Field(False, description="The service had died and was started again for this call.")
