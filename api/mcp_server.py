@@ -100,6 +100,12 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         except (PlanningError, NoProviderConfigured, UnknownDocument, BudgetExhausted, DocumentTooLarge) as error:
             raise ToolError(str(error)) from None
 
+    def needs_services(job: JobRequest) -> bool:
+        if tools is None or not settings.mcp_services:
+            return False
+        selection = propose(job, settings, require_keys=False, tools=tools).services
+        return bool(selection and selection.services)
+
     async def queue(job: JobRequest, ctx: Context) -> tuple[JobStore, JobRecord]:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
         store = JobStore(settings)
@@ -120,7 +126,8 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         takes preferred_models, max_cost (USD), max_tokens, strategy; `document` (text) or `document_id` (from an
         upload) is compressed when it does not fit. Returns the answer with its tokens, cost and savings."""
         job = body(request, context, options, document, document_id)
-        if settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx):
+        if (settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx)
+                and not await run(needs_services, job)):  # sampling cannot run the tool-call loop
             return await _from_host(job, ctx, settings)
         store, record = await queue(job, ctx)
         try:

@@ -108,6 +108,10 @@ class ServiceManager:
         names = list(self.settings.mcp_services)
         tools: dict[str, list[ServiceTool]] = {}
         errors: dict[str, str] = {}
+        now = time.monotonic()
+        if all(name in self._links and self._links[name].tools is not None and now < self._links[name].fresh_until
+               for name in names):  # the common case on a planning path: every list is cached and fresh
+            return {name: self._links[name].tools for name in names}, errors
         with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="mcp-catalog") as pool:
             listings = {name: pool.submit(self.tools, name) for name in names}
         for name, listing in listings.items():

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from shared.settings import get_settings
@@ -195,3 +196,26 @@ def test_services_endpoint_and_analysis_show_the_selection(services_env, api):
     assert set(states) == {"git", "calc"}
     assert "git_log" in states["git"]["tools"] and "add" in states["calc"]["tools"]
     assert states["git"]["breaker"] == "closed"
+
+
+def test_a_host_reaches_downstream_tools_through_the_orchestrators_mcp_server(services_env, api, calc):
+    from mcp import Client
+
+    async def main():
+        async with Client(f"{str(api.base_url).rstrip('/')}/mcp") as client:
+            listing = await client.call_tool("list_services", {})
+            good = await client.call_tool("call_service_tool", {"service": "calc", "tool": "add",
+                                                                "arguments": {"a": 2, "b": 3}})
+            bad = await client.call_tool("call_service_tool", {"service": "calc", "tool": "add",
+                                                               "arguments": {"a": "two"}})
+            unknown = await client.call_tool("call_service_tool", {"service": "nope", "tool": "x"})
+            return listing, good, bad, unknown
+
+    listing, good, bad, unknown = anyio.run(main)
+    names = {service["name"] for service in listing.structured_content["result"]}
+    assert names == {"git", "calc"}
+    assert (good.structured_content["outcome"], good.structured_content["text"]) == ("ok", "5")
+    assert bad.structured_content["outcome"] == "invalid_arguments"
+    assert "'b' is a required property" in bad.structured_content["text"]
+    assert calc.counts["add"] == 1  # only the valid call reached the server
+    assert unknown.is_error and "no service 'nope'" in unknown.content[0].text
