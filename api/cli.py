@@ -389,6 +389,10 @@ def _metrics(args: argparse.Namespace) -> int:
     for name in ("model", "intent", "tier", "provider"):
         distribution = getattr(report, f"{name}_distribution")
         rows.append((name + "s", ", ".join(f"{key} {value}" for key, value in distribution.items()) or "-"))
+    if report.service_calls:
+        errors_of = report.service_errors
+        rows.append(("service calls", ", ".join(
+            f"{name} {calls} ({errors_of.get(name, 0)} not ok)" for name, calls in report.service_calls.items())))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
