@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.state.settings = settings
     app.state.celery = celery
     app.state.tools = tools
+    app.state.breakers = breakers
     app.include_router(batch_routes)
     app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
@@ -146,7 +147,8 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
     def create_job(body: JobRequest, store: Store, request: Request) -> JobAccepted:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
-        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools))
+        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools,
+                                   breakers=breakers))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def get_job(job_id: str, store: Store) -> JobRecord:
@@ -189,7 +191,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         wait: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait for the result.")] = None,
     ) -> Any:
         """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
-        record = submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools)
+        record = submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools, breakers=breakers)
         timeout = settings.orchestrate_wait_seconds if wait is None else wait
         finished = store.wait(record.id, timeout) or record
         if not finished.status.terminal:

@@ -109,8 +109,9 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
     async def queue(job: JobRequest, ctx: Context) -> tuple[JobStore, JobRecord]:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
         store = JobStore(settings)
-        return store, await run(partial(submit, api_key=_caller(ctx, store), tools=tools), job, settings, store,
-                                celery)
+        breakers = tools.breakers if tools else None
+        return store, await run(partial(submit, api_key=_caller(ctx, store), tools=tools, breakers=breakers), job,
+                                settings, store, celery)
 
     @server.tool()
     async def orchestrate(

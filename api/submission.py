@@ -165,13 +165,14 @@ def submit(
     stream: bool = False,
     api_key: ApiKey | None = None,
     tools: ToolCatalog | None = None,
+    breakers: CircuitBreakers | None = None,
 ) -> JobRecord:
     """Plan (skipping models whose breaker is open), reserve its worst-case cost on the caller's budget, record the
     job, and queue it: straight to its tier's queue, or through `preprocess` when its document must be compressed
     to fit the chosen model."""
     document = stored_document(body, DocumentStore(settings))
-    if open_breakers is None:
-        open_breakers = CircuitBreakers(settings, store.redis).unavailable()
+    if open_breakers is None:  # a long-lived `breakers` answers from its snapshot, without a round trip
+        open_breakers = (breakers or CircuitBreakers(settings, store.redis)).unavailable()
     try:
         proposal = propose(body, settings, open_breakers=open_breakers,
                            document_tokens=document.tokens if document else None, tools=tools)
