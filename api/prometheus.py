@@ -53,6 +53,13 @@ class RedisTotalsCollector(Collector):
                 if field.startswith(f"{dimension}:"):
                     family.add_metric([field.split(":", 1)[1]], value)
             yield family
+        for kind, help_text in (("calls", "Downstream MCP tool calls per service"),
+                                ("errors", "Downstream MCP tool calls per service that did not end ok")):
+            family = CounterMetricFamily(f"orchestrator_service_{kind}", help_text, labels=["service"])
+            for field, value in totals.items():
+                if field.startswith(f"service_{kind}:"):
+                    family.add_metric([field.split(":", 1)[1]], value)
+            yield family
         cumulative, buckets = 0.0, []
         for index in range(LATENCY_BUCKETS):
             cumulative += totals.get(f"latency:{index}", 0.0)

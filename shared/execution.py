@@ -37,9 +37,10 @@ class Served(BaseModel):
 class ChainExhausted(Exception):
     """Every model of the chain failed, or one failed in a way no other model would fix."""
 
-    def __init__(self, message: str, attempts: list[Attempt]) -> None:
+    def __init__(self, message: str, attempts: list[Attempt], tool_calls: list[ToolCallRecord] = ()) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.tool_calls = list(tool_calls)  # the downstream calls made before it failed
 
 
 class Cancelled(Exception):
@@ -119,10 +120,13 @@ class Executor:
         chain, input_tokens, output_tokens = record.plan.chain, 0, 0
         max_steps = self.settings.mcp_client.max_tool_steps
         for step in range(1, max_steps + 1):
-            served = self.complete(
-                chain, lambda model: provider_request(record, model, self.settings, document, turns, toolbox.specs),
-                use_cache=False, cancelled=cancelled,
-            )
+            try:
+                served = self.complete(
+                    chain, lambda model: provider_request(record, model, self.settings, document, turns, toolbox.specs),
+                    use_cache=False, cancelled=cancelled,
+                )
+            except ChainExhausted as error:
+                raise ChainExhausted(str(error), attempts + error.attempts, calls) from error
             attempts += served.attempts
             chain = chain[chain.index(served.model):]
             answer = served.completion
@@ -140,7 +144,7 @@ class Executor:
         else:
             if not answer.text:
                 raise ChainExhausted(f"the model still asked for tools after {max_steps} steps "
-                                     f"(mcp_client.max_tool_steps) and gave no answer", attempts)
+                                     f"(mcp_client.max_tool_steps) and gave no answer", attempts, calls)
         if on_delta is not None and answer.text:
             on_delta(answer.text)
         total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens,

@@ -76,7 +76,8 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
-        finished = _finish(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error))
+        finished = _finish(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error),
+                           tool_calls=error.tool_calls)
     else:
         completion = served.completion
         sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)

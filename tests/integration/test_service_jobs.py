@@ -105,6 +105,7 @@ def test_a_git_question_is_answered_from_the_real_git_log_openai_format(running,
 
     metrics = running.get("/v1/metrics", params={"period": "5m"}).json()
     assert metrics["service_calls"] == {"git": 1}
+    assert 'orchestrator_service_calls_total{service="git"} 1.0' in running.get("/metrics").text
 
 
 def test_bad_arguments_never_reach_the_service_and_the_model_corrects_them_anthropic_format(running, wire_servers,
@@ -219,3 +220,15 @@ def test_a_host_reaches_downstream_tools_through_the_orchestrators_mcp_server(se
     assert "'b' is a required property" in bad.structured_content["text"]
     assert calc.counts["add"] == 1  # only the valid call reached the server
     assert unknown.is_error and "no service 'nope'" in unknown.content[0].text
+
+
+def test_the_step_limit_ends_a_model_that_keeps_calling_tools(services_env, monkeypatch, api, start_worker,
+                                                              wire_servers, calc):
+    monkeypatch.setenv("ORCH_MCP_CLIENT__MAX_TOOL_STEPS", "2")
+    start_worker()
+    wire_servers["openai"].set_model("gpt-4o-mini", Reply(tool_calls=[("calc__echo", {"text": "again"})]))
+    record = submit(api, "Use the calculator echo tool forever", "gpt-4o-mini")
+    assert record["status"] == "failed"
+    assert "still asked for tools after 2 steps" in record["error"]
+    assert [(call["step"], call["outcome"]) for call in record["tool_calls"]] == [(1, "ok"), (2, "ok")]
+    assert calc.counts["echo"] == 2
