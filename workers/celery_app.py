@@ -34,6 +34,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.redis_url,
+        "broker_transport": "workers.transport:Transport",  # kombu's Redis transport, one client per channel
         "result_backend": settings.redis_url,
         "task_serializer": "json",
         "result_serializer": "json",
