@@ -557,8 +557,6 @@ def _worker(args: argparse.Namespace) -> int:
         errors.print("a separate worker needs a shared Redis: set ORCH_REDIS_URL (the embedded mode runs its "
                      "workers inside `orchestrator serve`)")
         return 2
-    from workers.celery_app import app
-
     concurrency = args.concurrency or (settings.worker_concurrency if args.pool in ("threads", "gevent") else None)
     # A node name per process: Flower, remote control and the job records tell workers apart by it.
     name = f"{args.queues.split(',')[0].split('.')[0]}-{os.getpid()}@%h"
@@ -566,6 +564,12 @@ def _worker(args: argparse.Namespace) -> int:
             "--hostname", name]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
+    if args.pool == "gevent":
+        # gevent must patch the standard library before anything opens a socket or a thread, which only Celery's
+        # own entry point does early enough; this process has already imported too much.
+        os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.celery_app", *argv])
+    from workers.celery_app import app
+
     app.worker_main(argv)
     return 0
 
