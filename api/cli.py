@@ -396,37 +396,6 @@ def _metrics(args: argparse.Namespace) -> int:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-
-
-def _services(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if not settings.mcp_services:
-        console.print("no MCP services configured (mcp_services in config/services.yaml)")
-        return 0
-    from shared.breaker import CircuitBreakers
-    from shared.services.manager import ServiceManager
-    from shared.store import StoreUnavailable, redis_client
-
-    try:
-        breakers = CircuitBreakers(settings, redis_client(settings))
-    except StoreUnavailable:
-        breakers = None  # no shared Redis: breaker states are unknown here, the services still answer
-    manager = ServiceManager(settings, breakers)
-    try:
-        manager.catalog()  # connect and list, so the states below are first-hand
-        states = manager.states()
-    finally:
-        manager.close()
-    if args.json:
-        print(json.dumps([state.model_dump(mode="json") for state in states], indent=2))
-        return 0
-    table = Table("service", "type", "state", "breaker", "tools", "capabilities")
-    for state in states:
-        status = state.state + (f": {state.error}" if state.error else "")
-        table.add_row(state.name, state.type, status, state.breaker, ", ".join(state.tools) or "-",
-                      ", ".join(state.capabilities))
-    console.print(table)
-    return 0 if all(state.state != "failed" for state in states) else 1
     return 0
 
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 
-from shared.providers.anthropic_provider import AnthropicProvider
 from shared.providers.base import Completion, Message, Provider, ProviderRequest, ToolSpec
 from shared.providers.google_provider import GoogleProvider
 from shared.providers.openai_provider import OpenAIProvider
 from shared.tokens import count_tokens
+from tests.wire.adapters import CASES, MODELS, serving
 from tests.wire.servers import (
-    AnthropicWireServer,
     GeminiWireServer,
     OpenAIWireServer,
     Reply,
@@ -28,13 +27,7 @@ from tests.wire.servers import (
 )
 
 API_KEY = "sk-test-tools-0123456789"
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "google": "gemini-2.0-flash"}
 TOOL_FINISH = {"openai": "tool_calls", "anthropic": "tool_use", "google": "STOP"}
-CASES: dict[str, tuple[type[WireServer], type[Any]]] = {
-    "openai": (OpenAIWireServer, OpenAIProvider),
-    "anthropic": (AnthropicWireServer, AnthropicProvider),
-    "google": (GeminiWireServer, GoogleProvider),
-}
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -66,9 +59,8 @@ class Wire:
 
 @pytest.fixture(scope="module", params=list(CASES))
 def _running(request: pytest.FixtureRequest) -> Iterator[Wire]:
-    server_cls, provider_cls = CASES[request.param]
-    with server_cls() as server:
-        yield Wire(request.param, server, provider_cls(f"test-{request.param}", API_KEY, server.url))
+    with serving(request.param, API_KEY) as (server, provider):
+        yield Wire(request.param, server, provider)
 
 
 @pytest.fixture

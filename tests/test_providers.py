@@ -18,22 +18,14 @@ from typing import Any
 
 import pytest
 
-from shared.providers.anthropic_provider import AnthropicProvider
 from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
-from shared.providers.google_provider import GoogleProvider
-from shared.providers.openai_provider import OpenAIProvider
 from shared.tokens import count_tokens
-from tests.wire.servers import AnthropicWireServer, Fail, GeminiWireServer, OpenAIWireServer, Reply, WireServer
+from tests.wire.adapters import CASES, MODELS, adapter, serving
+from tests.wire.servers import Fail, OpenAIWireServer, Reply, WireServer
 
 API_KEY = "sk-test-5ecr3t-k3y-0123456789"
 SYSTEM = "You are terse."
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "google": "gemini-2.0-flash"}
 STOP = {"openai": "stop", "anthropic": "end_turn", "google": "STOP"}
-CASES: dict[str, tuple[type[WireServer], type[Any]]] = {
-    "openai": (OpenAIWireServer, OpenAIProvider),
-    "anthropic": (AnthropicWireServer, AnthropicProvider),
-    "google": (GeminiWireServer, GoogleProvider),
-}
 
 
 @dataclass
@@ -64,9 +56,8 @@ class Wire:
 
 @pytest.fixture(scope="module", params=list(CASES))
 def _running(request: pytest.FixtureRequest) -> Iterator[Wire]:
-    server_cls, provider_cls = CASES[request.param]
-    with server_cls() as server:
-        yield Wire(request.param, server, provider_cls(f"test-{request.param}", API_KEY, server.url))
+    with serving(request.param, API_KEY) as (server, provider):
+        yield Wire(request.param, server, provider)
 
 
 @pytest.fixture
@@ -271,7 +262,7 @@ def test_a_reply_slower_than_timeout_s_times_out(wire: Wire, stream: bool) -> No
 def test_a_closed_port_is_a_connection_error(_running: Wire, stream: bool) -> None:
     kind = _running.kind
     base = f"http://127.0.0.1:{_closed_port()}" + _running.server.api_prefix
-    dead = Wire(kind, _running.server, CASES[kind][1](f"test-{kind}", API_KEY, base))
+    dead = Wire(kind, _running.server, adapter(kind, API_KEY, base))
     started = time.monotonic()
     error = _fail(dead, stream=stream)
     assert (error.kind, error.retryable, error.status) == ("connection", True, None)
