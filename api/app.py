@@ -108,8 +108,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     app.state.settings = settings
     app.state.celery = celery
-    app.state.tools = tools
-    app.state.breakers = breakers
+    app.state.tools = tools  # its `breakers` are the process's breaker snapshot too
     app.include_router(batch_routes)
     app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept

@@ -125,7 +125,7 @@ async def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any
         body = job_request(chat)
         record = await run_in_threadpool(submit, body, settings, store, celery, None, chat.stream,
                                          request.state.api_key, request.app.state.tools,
-                                         request.app.state.breakers)
+                                         request.app.state.tools.breakers)
     except OpenAIError as error:
         return error.response()
     except PlanningError as error:

@@ -118,11 +118,11 @@ class Executor:
         calls: list[ToolCallRecord] = []
         attempts: list[Attempt] = []
         chain, input_tokens, output_tokens = record.plan.chain, 0, 0
-        max_steps = self.settings.mcp_client.max_tool_steps
+        max_steps, specs = self.settings.mcp_client.max_tool_steps, toolbox.specs
         for step in range(1, max_steps + 1):
             try:
                 served = self.complete(
-                    chain, lambda model: provider_request(record, model, self.settings, document, turns, toolbox.specs),
+                    chain, lambda model: provider_request(record, model, self.settings, document, turns, specs),
                     use_cache=False, cancelled=cancelled,
                 )
             except ChainExhausted as error:
@@ -147,8 +147,7 @@ class Executor:
                                      f"(mcp_client.max_tool_steps) and gave no answer", attempts, calls)
         if on_delta is not None and answer.text:
             on_delta(answer.text)
-        total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens,
-                                          "usage_reported": answer.usage_reported})
+        total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens})
         return served.model_copy(update={"completion": total, "attempts": attempts, "tool_calls": calls})
 
     def complete(

@@ -81,8 +81,7 @@ class ServiceManager:
     def tools(self, service: str) -> list[ServiceTool]:
         """The service's tools, listed again after `tools_ttl_seconds` or once the server says they changed."""
         link = self._link(service)
-        tools = link.tools
-        if tools is not None and time.monotonic() < link.fresh_until:
+        if (tools := _fresh(link)) is not None:
             return tools
         if not self._admit(service):
             raise ServiceUnavailable(f"{service}: circuit breaker open after repeated failures")
@@ -108,10 +107,9 @@ class ServiceManager:
         names = list(self.settings.mcp_services)
         tools: dict[str, list[ServiceTool]] = {}
         errors: dict[str, str] = {}
-        now = time.monotonic()
-        if all(name in self._links and self._links[name].tools is not None and now < self._links[name].fresh_until
-               for name in names):  # the common case on a planning path: every list is cached and fresh
-            return {name: self._links[name].tools for name in names}, errors
+        cached = {name: _fresh(self._links[name]) for name in names if name in self._links}
+        if len(cached) == len(names) and None not in cached.values():  # the planning path's common case: no threads
+            return cached, errors
         with ThreadPoolExecutor(max_workers=max(1, len(names)), thread_name_prefix="mcp-catalog") as pool:
             listings = {name: pool.submit(self.tools, name) for name in names}
         for name, listing in listings.items():
@@ -275,6 +273,12 @@ class ServiceManager:
             self.breakers.success(f"mcp:{service}")
         else:
             self.breakers.failure(f"mcp:{service}")
+
+
+def _fresh(link: _Link) -> list[ServiceTool] | None:
+    """The service's cached tool list while it is fresh."""
+    tools = link.tools
+    return tools if tools is not None and time.monotonic() < link.fresh_until else None
 
 
 # -- on the loop thread ------------------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from shared.tokens import count_tokens
 
 #: How one tool call ended. Only `ok` and `tool_error` reached the service and got an answer from it.
 CallOutcome = Literal["ok", "tool_error", "invalid_arguments", "unknown_tool", "breaker_open", "unavailable",
@@ -23,6 +27,13 @@ class ServiceTool(BaseModel):
     def function_name(self) -> str:
         """The name the model sees: unique across services, within every provider's name rules."""
         return function_name(self.service, self.name)
+
+    @cached_property
+    def schema_tokens(self) -> int:
+        """What offering this tool costs per model turn: its name, description and argument schema. Counted once
+        per listing, since planning asks on every request."""
+        return count_tokens(json.dumps({"name": self.function_name, "description": self.description,
+                                        "parameters": self.input_schema}))
 
 
 def function_name(service: str, tool: str) -> str:

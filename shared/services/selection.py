@@ -8,7 +8,6 @@ intents can serve the request's intent; within it, only the tools whose verb fit
 
 from __future__ import annotations
 
-import json
 import re
 
 from pydantic import BaseModel, Field
@@ -16,7 +15,6 @@ from pydantic import BaseModel, Field
 from shared.analysis import Intent
 from shared.services.config import McpService
 from shared.services.models import ServiceTool
-from shared.tokens import count_tokens
 
 #: The service intents that can serve a request of each intent: writing or analysing usually reads first.
 SERVING_INTENTS: dict[str, set[str]] = {
@@ -70,12 +68,6 @@ class ServiceSelection(BaseModel):
         return next((choice.tools for choice in self.services if choice.service == service), [])
 
 
-def schema_tokens(tool: ServiceTool) -> int:
-    """What offering one tool costs per model turn: its name, description and argument schema."""
-    return count_tokens(json.dumps({"name": tool.function_name, "description": tool.description,
-                                    "parameters": tool.input_schema}))
-
-
 def _words(text: str) -> set[str]:
     words = set(re.findall(r"[a-z0-9]+", text.lower()))
     return words | {word[:-1] for word in words if word.endswith("s") and len(word) > 3}
@@ -107,7 +99,7 @@ def select_services(
     selection = ServiceSelection()
     all_tools = [tool for tools in catalog.values() for tool in tools]
     selection.tools_all = len(all_tools)
-    selection.schema_tokens_all = sum(schema_tokens(tool) for tool in all_tools)
+    selection.schema_tokens_all = sum(tool.schema_tokens for tool in all_tools)
     for name, service in services.items():
         if not service.enabled:
             selection.skipped[name] = "disabled"
@@ -131,5 +123,5 @@ def select_services(
             tools=[tool.name for tool in chosen],
         ))
         selection.tools_offered += len(chosen)
-        selection.schema_tokens_offered += sum(schema_tokens(tool) for tool in chosen)
+        selection.schema_tokens_offered += sum(tool.schema_tokens for tool in chosen)
     return selection

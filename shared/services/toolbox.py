@@ -26,9 +26,9 @@ class ToolCaller(Protocol):
 class Toolbox:
     """The selected tools of a job, as function tools for the model and calls on the service manager."""
 
-    def __init__(self, selection: ServiceSelection, caller: ToolCaller, unavailable: dict[str, str] | None = None):
+    def __init__(self, selection: ServiceSelection, caller: ToolCaller) -> None:
         self._caller = caller
-        self.unavailable = dict(unavailable or {})
+        self.unavailable: dict[str, str] = {}  # selected services this process cannot reach, and why
         self._tools: dict[str, ServiceTool] = {}
         for choice in selection.services:
             try:

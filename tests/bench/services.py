@@ -29,7 +29,7 @@ from support import ROOT  # noqa: F401 - puts the project on the import path
 
 from shared.analysis import analyze
 from shared.services.manager import ServiceManager
-from shared.services.selection import schema_tokens, select_services
+from shared.services.selection import select_services
 from shared.services.toolbox import gateway_call
 from shared.settings import load_settings
 from tests.wire.mcp_http_server import McpHttpServer
@@ -108,7 +108,7 @@ def main() -> None:
         catalog, failed = manager.catalog()
         if failed:
             raise SystemExit(f"services did not start: {failed}")
-        all_tokens = sum(schema_tokens(tool) for tools in catalog.values() for tool in tools)
+        all_tokens = sum(tool.schema_tokens for tools in catalog.values() for tool in tools)
         selected_total, offered_counts = 0, []
         for request in REQUESTS:
             intent = analyze(request, {}, None, settings).intent

@@ -5,7 +5,7 @@ import pytest
 from shared.analysis import analyze
 from shared.services.config import McpService
 from shared.services.models import ServiceTool, function_name
-from shared.services.selection import schema_tokens, select_services
+from shared.services.selection import select_services
 from shared.settings import ConfigError, load_settings
 
 GIT_TOOLS = ["git_status", "git_diff_unstaged", "git_diff_staged", "git_diff", "git_commit", "git_add", "git_reset",
@@ -38,7 +38,7 @@ def test_a_request_that_names_no_service_is_offered_no_tools():
     selection = select("What is the capital of France?")
     assert selection.services == []
     assert selection.tools_offered == 0 and selection.schema_tokens_offered == 0
-    assert selection.schema_tokens_all == sum(schema_tokens(t) for tools in CATALOG.values() for t in tools)
+    assert selection.schema_tokens_all == sum(t.schema_tokens for tools in CATALOG.values() for t in tools)
     assert set(selection.skipped) == {"git", "time", "tickets"}
 
 
