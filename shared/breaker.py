@@ -6,10 +6,14 @@ nobody calls the model and planning
 skips it. After `cooldown` seconds it is half-open: exactly one caller wins the probe (a `SET NX` lock); its success
 closes the breaker, its failure opens it for another cooldown. Every transition is one Lua script, so two workers
 failing at once cannot both open, or both probe. Times come from the Redis server's clock, not the workers'.
+
+Successes of a closed breaker, the common case, are tallied in the process and written at most once a second, or
+with the process's next failure of that model, so a call that succeeds costs no round trip of its own.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,8 +65,9 @@ local function total(prefix)
   for i = slice - slices + 1, slice do sum = sum + tonumber(redis.call('HGET', KEYS[2], prefix .. i) or '0') end
   return sum
 end
-local function count(prefix)
-  redis.call('HINCRBY', KEYS[2], prefix .. slice, 1)
+local function count(prefix, amount)
+  if amount <= 0 then return end
+  redis.call('HINCRBY', KEYS[2], prefix .. slice, amount)
   redis.call('EXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2]) * 2))
   if redis.call('HLEN', KEYS[2]) > 4 * slices then
     for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
@@ -72,7 +77,7 @@ local function count(prefix)
 end
 """
 
-# KEYS: open hash, counts hash, probe lock. ARGV: model, window s, threshold, cooldown s, ratio.
+# KEYS: open hash, counts hash, probe lock. ARGV: model, window s, threshold, cooldown s, ratio, tallied successes.
 _FAILURE = _NOW + _COUNTS + """
 local reopen = redis.call('HGET', KEYS[1], ARGV[1])
 if reopen then
@@ -83,7 +88,8 @@ if reopen then
   end
   return 'open'
 end
-count('f:')
+count('o:', tonumber(ARGV[6]))
+count('f:', 1)
 local failures = total('f:')
 if failures >= tonumber(ARGV[3]) and failures >= tonumber(ARGV[5]) * (failures + total('o:')) then
   redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[4]))
@@ -93,13 +99,17 @@ end
 return 'closed'
 """
 
-# KEYS: open hash, counts hash, probe lock. ARGV: model, window s.
+# KEYS: open hash, counts hash, probe lock. ARGV: model, window s, successes, whether they may close the breaker.
+# Tallied successes (may close = 0) are from calls made while the breaker looked closed; they must not close one
+# that opened since.
 _SUCCESS = _NOW + _COUNTS + """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  if ARGV[4] == '0' then return 'open' end
+  redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[2], KEYS[3])
   return 'closed_now'
 end
-count('o:')
+count('o:', tonumber(ARGV[3]))
 return 'closed'
 """
 
@@ -121,6 +131,9 @@ class CircuitBreakers:
         self._failure = client.register_script(_FAILURE)
         self._success = client.register_script(_SUCCESS)
         self._snapshot: _Snapshot | None = None
+        self._tally: dict[str, int] = {}  # successes not yet written, per model
+        self._tally_since = time.monotonic()
+        self._tally_lock = threading.Lock()
 
     def _counts(self, model: str) -> str:
         return key(self.settings, "breaker", model, "counts")
@@ -153,18 +166,34 @@ class CircuitBreakers:
     def failure(self, model: str) -> str:
         """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
         policy = self.policy
+        with self._tally_lock:
+            successes = self._tally.pop(model, 0)  # judged with the successes of this process not yet written
         outcome = self._failure(
             keys=[self._open, self._counts(model), self._probe(model)],
             args=[model, policy.breaker_window_seconds, policy.breaker_failure_threshold,
-                  policy.breaker_cooldown_seconds, policy.breaker_failure_ratio],
+                  policy.breaker_cooldown_seconds, policy.breaker_failure_ratio, successes],
         )
         if outcome in ("opened", "reopened"):
             self._snapshot = None  # this process sees its own opening at once
         return outcome
 
     def success(self, model: str) -> None:
+        """Count a success. One of an open or half-open breaker (the probe's) closes it at once; the others are
+        tallied and written at most once a second."""
+        if model in self._open_models():
+            self._write_successes(model, 1, may_close=True)
+            return
+        with self._tally_lock:
+            self._tally[model] = self._tally.get(model, 0) + 1
+            if time.monotonic() - self._tally_since < SNAPSHOT_SECONDS:
+                return
+            tally, self._tally, self._tally_since = self._tally, {}, time.monotonic()
+        for tallied, count in tally.items():
+            self._write_successes(tallied, count, may_close=False)
+
+    def _write_successes(self, model: str, count: int, may_close: bool) -> None:
         self._success(keys=[self._open, self._counts(model), self._probe(model)],
-                      args=[model, self.policy.breaker_window_seconds])
+                      args=[model, self.policy.breaker_window_seconds, count, int(may_close)])
 
     def unavailable(self) -> set[str]:
         """Models whose breaker is open and not yet due for a probe: planning leaves them out."""

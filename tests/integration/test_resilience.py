@@ -146,6 +146,34 @@ def test_failures_outside_the_window_do_not_open_the_breaker(settings, client, m
     assert breakers.acquire("gpt-4o") is Gate.closed
 
 
+def test_successes_are_tallied_and_never_close_a_breaker_that_opened_since(settings, client):
+    worker_a, worker_b = CircuitBreakers(settings, client), CircuitBreakers(settings, client)
+    counts = f"{settings.redis_prefix}breaker:gpt-4o:counts"
+    for _ in range(5):
+        worker_a.success("gpt-4o")
+    assert not client.exists(counts)  # tallied in the process, no round trip per success
+    for _ in range(3):
+        worker_b.failure("gpt-4o")  # another process sees 3 of 3 calls fail
+    assert worker_b.acquire("gpt-4o") is Gate.open
+    time.sleep(1.05)
+    worker_a.success("gpt-4.1-nano")  # a second on: this writes the tally, gpt-4o's five included
+    # older successes do not close it (after the 1 s cooldown it is due for a probe, still not closed)
+    assert {s.model: s.state for s in worker_b.states()}["gpt-4o"] == "half_open"
+    assert sum(int(v) for f, v in client.hgetall(f"{settings.redis_prefix}breaker:gpt-4.1-nano:counts").items()
+               if f.startswith("o:")) == 1
+
+
+def test_a_success_while_the_breaker_is_open_closes_it_at_once(settings, client):
+    breakers = CircuitBreakers(settings, client)
+    for _ in range(3):
+        breakers.failure("gpt-4o")
+    time.sleep(1.05)
+    assert breakers.acquire("gpt-4o") is Gate.probe
+    breakers.success("gpt-4o")
+    assert breakers.acquire("gpt-4o") is Gate.closed
+    assert {s.model: s.state for s in CircuitBreakers(settings, client).states()}["gpt-4o"] == "closed"
+
+
 def test_identical_requests_are_served_from_the_cache(settings, executor, wire_servers):
     first = executor.serve(record_for(settings))
     second = executor.serve(record_for(settings))
