@@ -219,10 +219,14 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return pairs
 
 
+def _parse(raw: dict[str, str]) -> JobRecord | None:
+    """A record from its hash (each field JSON); None for a missing one."""
+    return JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()}) if raw else None
+
+
 def _record(flat: list[str]) -> JobRecord | None:
-    if not flat:
-        return None
-    return JobRecord.model_validate({flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)})
+    """A record from a script's flat HGETALL reply."""
+    return _parse(dict(zip(flat[::2], flat[1::2])))
 
 
 class JobStore:
@@ -261,20 +265,14 @@ class JobStore:
             pipe.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.redis.hgetall(self._key(job_id))
-        if not raw:
-            return None
-        return JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()})
+        return _parse(self.redis.hgetall(self._key(job_id)))
 
     def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self._key(job_id))
             raws = pipe.execute()
-        return [
-            JobRecord.model_validate({name: json.loads(value) for name, value in raw.items()}) if raw else None
-            for raw in raws
-        ]
+        return [_parse(raw) for raw in raws]
 
     def status(self, job_id: str) -> JobStatus | None:
         raw = self.redis.hget(self._key(job_id), "status")
@@ -308,16 +306,19 @@ class JobStore:
         """Block until the job is terminal or the timeout passes; return the record as it then is.
 
         The finishing worker pushes a token on the job's done list; BLMOVE waits for it and puts it straight back
-        (one atomic step), so every waiter wakes, at once if the job finished before the wait began. Each wait is
-        at most 2 s, under the client's socket timeout (redis-py's default is 5 s); in between, the record is read
-        in case the job ended without a token (cancelled through another path, or expired).
+        (one atomic step), so every waiter wakes, at once if the job finished before the wait began. The record's
+        read is pipelined behind the BLMOVE: Redis answers it as soon as the wait ends, in the same round trip.
+        Each wait is at most 2 s, under the client's socket timeout (redis-py's default is 5 s); the record read
+        after each also catches a job that ended without a token (cancelled through another path, or expired).
         """
-        done = self._done_key(job_id)
+        done, record_key = self._done_key(job_id), self._key(job_id)
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
-            if remaining > 0 and self.redis.blmove(done, done, max(0.01, min(remaining, 2.0)), "LEFT", "RIGHT"):
-                return self.get(job_id)
-            record = self.get(job_id)
-            if record is None or record.status.terminal or remaining <= 0:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.blmove(done, done, max(0.01, min(remaining, 2.0)), "LEFT", "RIGHT")
+                pipe.hgetall(record_key)
+                token, raw = pipe.execute()
+            record = _parse(raw)
+            if token or record is None or record.status.terminal or remaining <= 0:
                 return record
