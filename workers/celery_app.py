@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 from shared.settings import Settings, Tier, get_settings
@@ -50,7 +51,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                                              "global_keyprefix": settings.redis_prefix},
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # No `task-sent` events: each costs the sender a publish per job (a third of `send_task`), and a job waiting
+        # in its queue is already visible on its record and in Flower's broker view.
+        "task_send_sent_event": False,
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,  # stdout may be an MCP stdio channel (`orchestrator mcp`)
@@ -59,3 +62,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess"])
 app.conf.update(celery_config(get_settings()))
+
+
+@signals.after_setup_logger.connect
+def _quiet_per_task_lines(loglevel: int, **_: Any) -> None:
+    """Below DEBUG, no line per task ("Received task", "Task ... succeeded") or per provider call (the SDKs' HTTP
+    clients log each request at INFO): at hundreds of jobs a second they cost a tenth of a worker's CPU and repeat
+    what the job records and Flower hold. Warnings and failures still log."""
+    if loglevel > logging.DEBUG:
+        for name in ("celery.worker.strategy", "celery.app.trace", "httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
