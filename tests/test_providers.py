@@ -7,6 +7,7 @@ exceptions, and the adapters must turn all of that into `Completion`s and classi
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
+from shared.settings import load_settings
 from shared.tokens import count_tokens
 from tests.wire.adapters import CASES, MODELS, adapter, serving
 from tests.wire.servers import Fail, OpenAIWireServer, Reply, WireServer
@@ -314,3 +316,17 @@ def test_a_server_answers_other_processes() -> None:
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "[m] from a child"
         assert [r.model for r in server.requests] == ["m"]
+
+
+def test_a_worker_imports_the_sdks_of_callable_providers_only():
+    """`import_adapters` (run at worker start) loads the SDKs that jobs will call, and no other."""
+    code = ("import sys; from shared.settings import load_settings; from shared.providers import import_adapters; "
+            "import_adapters(load_settings()); "
+            "print(sorted(m for m in sys.modules if m.startswith('shared.providers.') and m.endswith('_provider')))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("ORCH_")}
+    shown = subprocess.run([sys.executable, "-c", code], env=env | {"ANTHROPIC_API_KEY": "k"},
+                           capture_output=True, text=True, check=True).stdout
+    # anthropic has a key; the catalog's keyless OpenAI-compatible servers (Ollama) use the openai adapter
+    keyless = {p.adapter for p in load_settings().providers.values() if not p.api_key_required}
+    expected = sorted({"shared.providers.anthropic_provider"} | {f"shared.providers.{a}_provider" for a in keyless})
+    assert shown.strip() == str(expected)

@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
+from shared.providers import import_adapters
 from shared.settings import Settings, Tier, get_settings
 
 LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
@@ -72,3 +73,8 @@ def _quiet_per_task_lines(loglevel: int, **_: Any) -> None:
     if loglevel > logging.DEBUG:
         for name in ("celery.worker.strategy", "celery.app.trace", "httpx", "httpx2"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@signals.worker_init.connect
+def _import_provider_sdks(**_: Any) -> None:
+    import_adapters(get_settings())
