@@ -226,7 +226,7 @@ def _parse(raw: dict[str, str]) -> JobRecord | None:
 
 def _record(flat: list[str]) -> JobRecord | None:
     """A record from a script's flat HGETALL reply."""
-    return _parse(dict(zip(flat[::2], flat[1::2])))
+    return _parse(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 class JobStore:
