@@ -192,7 +192,7 @@ def submit(
         if record.document:
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
         _reserve(record, api_key, worst_case_cost(proposal.plan, settings), settings, store)
-        store.create(record)
+        store.create(record, sent_to=record.queue)
         celery.send_task(EXECUTE_TASK, args=[record.id], queue=record.queue, task_id=record.id, ignore_result=True)
         return record
 

@@ -188,9 +188,15 @@ _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {} end
 if status ~= '"succeeded"' and status ~= '"failed"' and status ~= '"cancelled"' then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
   redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+local sent_at = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if sent_at then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  local newest = redis.call('HGET', KEYS[3], ARGV[3])
+  if not newest or tonumber(sent_at) > tonumber(newest) then redis.call('HSET', KEYS[3], ARGV[3], sent_at) end
 end
 return redis.call('HGETALL', KEYS[1])
 """
@@ -257,12 +263,55 @@ class JobStore:
     def _done_key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id, "done")
 
-    def create(self, record: JobRecord) -> None:
+    def _undelivered_key(self, queue: str) -> str:
+        return key(self.settings, "jobs", "undelivered", queue)
+
+    def _newest_claimed_key(self) -> str:
+        return key(self.settings, "jobs", "newest-claimed")
+
+    def create(self, record: JobRecord, sent_to: str | None = None) -> None:
+        """Store a new record; `sent_to` is the queue its execution message is about to be sent to."""
         fields = {name: json.dumps(value) for name, value in record.model_dump(mode="json").items()}
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.expire(self._key(record.id), self.settings.job_ttl_seconds)
+            if sent_to:
+                pipe.zadd(self._undelivered_key(sent_to), {record.id: record.created_at})
+                pipe.expire(self._undelivered_key(sent_to), self.settings.job_ttl_seconds)  # notes outlive no job
             pipe.execute()
+
+    def sending(self, job_id: str, queue: str) -> None:
+        """Note that the job's execution message is about to be sent to `queue`, where no worker has taken it yet.
+
+        Every message sent to an LLM queue is noted, and the claim that takes it drops the note. A worker can lose
+        a message it had just popped (kombu moves it to its unacked set in a second step), and `lost` finds those.
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._undelivered_key(queue), {job_id: time.time()})
+            pipe.expire(self._undelivered_key(queue), self.settings.job_ttl_seconds)
+            pipe.execute()
+
+    def lost(self, queue: str, grace_s: float) -> list[str]:
+        """Jobs whose message to `queue` was sent at least `grace_s` before the newest message a worker claimed
+        there, yet whose own was never claimed: a queue hands out messages oldest first, so theirs was taken and
+        either is still in a worker's hands (unacked) or was lost with it. Notes of jobs that need no delivery any
+        more (finished, cancelled, gone) are dropped on the way."""
+        newest = self.redis.hget(self._newest_claimed_key(), queue)
+        if newest is None:
+            return []
+        noted = self.redis.zrangebyscore(self._undelivered_key(queue), "-inf", float(newest) - grace_s,
+                                         start=0, num=500)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in noted:
+                pipe.hmget(self._key(job_id), "status", "deliveries")
+            states = pipe.execute()
+        lost, settled = [], []
+        for job_id, (status, deliveries) in zip(noted, states, strict=True):
+            waiting = status is not None and json.loads(status) == JobStatus.queued
+            (lost if waiting and not int(deliveries or 0) else settled).append(job_id)
+        if settled:
+            self.redis.zrem(self._undelivered_key(queue), *settled)
+        return lost
 
     def get(self, job_id: str) -> JobRecord | None:
         return _parse(self.redis.hgetall(self._key(job_id)))
@@ -282,9 +331,13 @@ class JobStore:
         """Set some fields of an unfinished job; False if it is finished or gone (the write is then dropped)."""
         return bool(self._update(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
 
-    def claim(self, job_id: str, **fields: Any) -> JobRecord | None:
-        """Mark an unfinished job running (`fields`) and count the delivery; the record, finished or not."""
-        return _record(self._claim(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+    def claim(self, job_id: str, queue: str, **fields: Any) -> JobRecord | None:
+        """Mark an unfinished job running (`fields`) and count the delivery, taken from `queue`; the record,
+        finished or not."""
+        return _record(self._claim(
+            keys=[self._key(job_id), self._undelivered_key(queue), self._newest_claimed_key()],
+            args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
+        ))
 
     def finish(self, job_id: str, **fields: Any) -> bool:
         """Finish the job with `fields` and wake its waiters; False if it had finished already."""

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, gt=0, lt=65536)
     worker_concurrency: int = Field(32, gt=0)
     visibility_timeout_seconds: int = Field(3600, gt=0)
+    lost_message_sweep_seconds: float = Field(
+        15.0, gt=0, description="How often workers look for jobs whose message a crashed worker took and lost; such "
+        "a job is sent again once a message sent this long after its own has been claimed.",
+    )
 
     models: dict[str, ModelSpec] = {}
     execution: dict[Tier, TierChain] = {}

@@ -61,7 +61,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess"])
+app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess", "workers.sweep"])
 app.conf.update(celery_config(get_settings()))
 
 

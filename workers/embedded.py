@@ -9,6 +9,8 @@ from celery.contrib.testing.worker import start_worker
 from celery.worker import WorkController
 
 from workers.celery_app import ALL_QUEUES, app
+from workers.runtime import services
+from workers.sweep import LostMessageSweep
 
 
 @contextmanager
@@ -22,4 +24,9 @@ def in_process_worker(concurrency: int = 8, queues: tuple[str, ...] = ALL_QUEUES
         loglevel="WARNING",
         shutdown_timeout=30,
     ) as worker:
-        yield worker
+        sweep = LostMessageSweep(app, services().jobs)  # Celery's ready signal is the CLI worker's only
+        sweep.start()
+        try:
+            yield worker
+        finally:
+            sweep.stop()

@@ -166,7 +166,10 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
     })
     if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage="queued for the model",
                            progress=0.9):
-        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue_for(work.tier or "moderate"), ignore_result=True)
+        queue = queue_for(work.tier or "moderate")
+        runtime.jobs.sending(work.job_id, queue)
+        # the job's id as the task's, as on every execution message: a cancel revokes it, a sweep recognises it
+        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue, task_id=work.job_id, ignore_result=True)
 
 
 def _fail(work: Preprocessing, message: str) -> None:

@@ -49,13 +49,14 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
 def _execute(self: Task, job_id: str) -> dict[str, Any]:
     runtime = services()
     store, executor, metrics = runtime.jobs, runtime.executor, runtime.metrics
-    delivery = self.request.delivery_info or {}
+    queue = (self.request.delivery_info or {}).get("routing_key", "?")
     record = store.claim(
         job_id,
+        queue,
         status=JobStatus.running,
         stage="running",
         started_at=time.time(),
-        worker=f"{self.request.hostname} ({delivery.get('routing_key', '?')})",
+        worker=f"{self.request.hostname} ({queue})",
     )
     if record is None:
         log.warning("job %s has no record (expired or deleted); dropping", job_id)

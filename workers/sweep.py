@@ -1,0 +1,96 @@
+"""Send again the jobs whose execution message a crashed worker took from its queue and lost.
+
+kombu's Redis transport pops a message (BRPOP) and records it as unacknowledged in a second step; a worker killed
+between the two loses the message, and its job would wait forever. The job store notes every message sent to an
+LLM queue until a claim takes it (`JobStore.lost`); once messages sent well after a job's own have been claimed,
+its message should have been taken too. One worker at a time (a Redis lock) looks for such jobs, makes sure their
+message is neither in a worker's unacknowledged set nor back in the queue, and sends it again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from celery import Celery, signals
+
+from shared.jobs import JobStore
+from shared.store import key
+from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app
+from workers.runtime import services
+
+log = logging.getLogger(__name__)
+PAGE = 1000
+
+
+class LostMessageSweep:
+    def __init__(self, app: Celery, jobs: JobStore) -> None:
+        self.app, self.jobs, self.redis = app, jobs, jobs.redis
+        self.interval = jobs.settings.lost_message_sweep_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lost-message-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # a Redis hiccup must not end the thread; the next round tries again
+                log.exception("lost-message sweep failed")
+
+    def sweep(self) -> list[str]:
+        """One round, if no other worker is running one; the ids of the jobs sent again."""
+        lock = key(self.jobs.settings, "jobs", "sweep-lock")
+        if not self.redis.set(lock, "1", nx=True, px=int(self.interval * 1000)):
+            return []
+        resent = []
+        for queue in LLM_QUEUES:
+            candidates = self.jobs.lost(queue, grace_s=self.interval)
+            if not candidates:
+                continue
+            for job_id in self._missing(candidates, queue):
+                log.warning("job %s: its message to %s was lost with a worker; sending it again", job_id, queue)
+                self.jobs.update(job_id, stage="queued again: a worker crashed holding its message")
+                self.jobs.sending(job_id, queue)
+                self.app.send_task(EXECUTE_TASK, args=[job_id], queue=queue, task_id=job_id, ignore_result=True)
+                resent.append(job_id)
+        return resent
+
+    def _missing(self, job_ids: list[str], queue: str) -> list[str]:
+        """Those of `job_ids` whose message is neither unacknowledged nor (restored there) in the queue. Messages
+        carry the job's id as their task id, in plain text, so a substring test finds them without decoding."""
+        missing = set(job_ids)
+        for payload in itertools.chain(self._unacked(), self._queued(queue)):
+            missing -= {job_id for job_id in missing if job_id in payload}
+            if not missing:
+                break
+        return [job_id for job_id in job_ids if job_id in missing]
+
+    def _unacked(self) -> Iterator[str]:
+        """Messages workers hold (kombu's hash of delivery tag -> message)."""
+        name = self.jobs.settings.redis_prefix + "unacked"
+        for _, payload in self.redis.hscan_iter(name, count=PAGE):
+            yield payload
+
+    def _queued(self, queue: str) -> Iterator[str]:
+        name = self.jobs.settings.redis_prefix + queue
+        for start in range(0, self.redis.llen(name), PAGE):
+            yield from self.redis.lrange(name, start, start + PAGE - 1)
+
+
+@signals.worker_ready.connect
+def _start(sender: Any, **_: Any) -> None:
+    """Every worker that takes LLM jobs runs the sweep thread; the lock lets one of them at a time do a round."""
+    if not {queue.name for queue in sender.task_consumer.queues} & set(LLM_QUEUES):
+        return
+    sweep = LostMessageSweep(app, services().jobs)
+    sweep.start()
+    signals.worker_shutdown.connect(lambda **_: sweep.stop(), weak=False)
