@@ -7,23 +7,20 @@ scripted `respond` echoes prove the server found the tool results where that pro
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from shared.providers.base import Completion, Message, Provider, ProviderRequest, ToolSpec
+from shared.providers.base import Completion, Message, ProviderRequest, ToolSpec
 from shared.providers.google_provider import GoogleProvider
 from shared.providers.openai_provider import OpenAIProvider
 from shared.tokens import count_tokens
-from tests.wire.adapters import CASES, MODELS, serving
+from tests.wire.adapters import WireCase, wire_fixtures
 from tests.wire.servers import (
     GeminiWireServer,
     OpenAIWireServer,
     Reply,
     ToolResult,
-    WireServer,
 )
 
 API_KEY = "sk-test-tools-0123456789"
@@ -39,15 +36,10 @@ TIME = ToolSpec(name="get_time", description="The current time.")
 QUESTION = Message(role="user", content="Weather in Oslo for two days, and the time?")
 
 
-@dataclass
-class Wire:
-    kind: str
-    server: WireServer
-    provider: Provider
-
+class Wire(WireCase):
     def request(self, messages: list[Message] | None = None, **overrides: Any) -> ProviderRequest:
         fields: dict[str, Any] = {
-            "model": MODELS[self.kind],
+            "model": self.model,
             "system": "Use the tools.",
             "messages": messages or [QUESTION],
             "max_tokens": 200,
@@ -57,16 +49,7 @@ class Wire:
         return ProviderRequest(**{**fields, **overrides})
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def _running(request: pytest.FixtureRequest) -> Iterator[Wire]:
-    with serving(request.param, API_KEY) as (server, provider):
-        yield Wire(request.param, server, provider)
-
-
-@pytest.fixture
-def wire(_running: Wire) -> Wire:
-    _running.server.reset()
-    return _running
+_running, wire = wire_fixtures(Wire, API_KEY)
 
 
 def _echo(results: list[ToolResult]) -> str:
@@ -117,7 +100,7 @@ def test_tools_are_sent_in_the_providers_format(wire: Wire) -> None:
 
 def test_no_tools_key_without_tools(wire: Wire) -> None:
     completion = wire.provider.complete(wire.request(tools=[]))
-    assert completion.tool_calls == [] and completion.text.startswith(f"[{MODELS[wire.kind]}] Weather in Oslo")
+    assert completion.tool_calls == [] and completion.text.startswith(f"[{wire.model}] Weather in Oslo")
     assert "tools" not in wire.server.requests[-1].body
 
 

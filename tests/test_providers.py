@@ -12,34 +12,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
 import pytest
 
-from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest
 from shared.settings import load_settings
 from shared.tokens import count_tokens
-from tests.wire.adapters import CASES, MODELS, adapter, serving
-from tests.wire.servers import Fail, OpenAIWireServer, Reply, WireServer
+from tests.wire.adapters import WireCase, adapter, wire_fixtures
+from tests.wire.servers import Fail, OpenAIWireServer, Reply
 
 API_KEY = "sk-test-5ecr3t-k3y-0123456789"
 SYSTEM = "You are terse."
 STOP = {"openai": "stop", "anthropic": "end_turn", "google": "STOP"}
 
 
-@dataclass
-class Wire:
-    kind: str
-    server: WireServer
-    provider: Provider
-
-    @property
-    def model(self) -> str:
-        return MODELS[self.kind]
-
+class Wire(WireCase):
     def request(self, **overrides: Any) -> ProviderRequest:
         fields: dict[str, Any] = {
             "model": self.model,
@@ -56,16 +45,7 @@ class Wire:
         return ProviderRequest(**{**fields, **overrides})
 
 
-@pytest.fixture(scope="module", params=list(CASES))
-def _running(request: pytest.FixtureRequest) -> Iterator[Wire]:
-    with serving(request.param, API_KEY) as (server, provider):
-        yield Wire(request.param, server, provider)
-
-
-@pytest.fixture
-def wire(_running: Wire) -> Wire:
-    _running.server.reset()
-    return _running
+_running, wire = wire_fixtures(Wire, API_KEY)
 
 
 def _fail(wire: Wire, request: ProviderRequest | None = None, *, stream: bool = False) -> ProviderError:
