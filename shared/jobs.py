@@ -276,8 +276,7 @@ class JobStore:
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.expire(self._key(record.id), self.settings.job_ttl_seconds)
             if sent_to:
-                pipe.zadd(self._undelivered_key(sent_to), {record.id: record.created_at})
-                pipe.expire(self._undelivered_key(sent_to), self.settings.job_ttl_seconds)  # notes outlive no job
+                self._note_sending(pipe, record.id, sent_to, record.created_at)
             pipe.execute()
 
     def sending(self, job_id: str, queue: str) -> None:
@@ -287,9 +286,12 @@ class JobStore:
         a message it had just popped (kombu moves it to its unacked set in a second step), and `lost` finds those.
         """
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self._undelivered_key(queue), {job_id: time.time()})
-            pipe.expire(self._undelivered_key(queue), self.settings.job_ttl_seconds)
+            self._note_sending(pipe, job_id, queue, time.time())
             pipe.execute()
+
+    def _note_sending(self, pipe: redis.client.Pipeline, job_id: str, queue: str, at: float) -> None:
+        pipe.zadd(self._undelivered_key(queue), {job_id: at})
+        pipe.expire(self._undelivered_key(queue), self.settings.job_ttl_seconds)  # notes outlive no job
 
     def lost(self, queue: str, grace_s: float) -> list[str]:
         """Jobs whose message to `queue` was sent at least `grace_s` before the newest message a worker claimed
