@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shared.analysis import Analysis, RequestOptions
-from shared.metrics import RequestOutcome
+from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
 from shared.routing import Plan
 from shared.services.models import ToolCallRecord
 from shared.services.selection import ServiceSelection
@@ -202,15 +202,18 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
-# Finish a job that is not finished yet and wake its waiters; 0 if it was already finished.
-# KEYS[1] the record, KEYS[2] its done list; ARGV[1] TTL, then field/value pairs.
-_FINISH = """
+# Finish a job that is not finished yet, wake its waiters and count it in the metrics, in one step; 0 if it was
+# already finished. KEYS[1] the record, KEYS[2] its done list, KEYS[3..6] the metrics' (none: not counted);
+# ARGV[1] TTL, ARGV[2] the number n of field/value arguments that follow, then those, then the metrics' arguments.
+_FINISH = RECORD_FUNCTION + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local n = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 600)
+if #KEYS > 2 then record_outcome({KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, {unpack(ARGV, 3 + n)}) end
 return 1
 """
 
@@ -347,10 +350,15 @@ class JobStore:
             args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
         ))
 
-    def finish(self, job_id: str, **fields: Any) -> bool:
-        """Finish the job with `fields` and wake its waiters; False if it had finished already."""
-        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
-                                 args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+    def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> bool:
+        """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as
+        `MetricsRecorder.record`); False if it had finished already, and then nothing is counted."""
+        pairs = _pairs(fields)
+        keys, args = [self._key(job_id), self._done_key(job_id)], [self.settings.job_ttl_seconds, len(pairs), *pairs]
+        if counted is not None:
+            metric_keys, metric_args = recording(self.settings, counted)
+            keys, args = keys + metric_keys, args + metric_args
+        return bool(self._finish(keys=keys, args=args))
 
     def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""

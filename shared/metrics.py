@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
@@ -57,18 +58,23 @@ class RequestOutcome(BaseModel):
     service_errors: dict[str, int] = Field({}, description="Of those, the ones that did not end `ok`.")
 
 
-# KEYS: guard, minute bucket, hour bucket, all-time totals (for Prometheus). ARGV: guard ttl, bucket ttl, then
-# triples (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24 hashes, not 1,440.
-_RECORD = """
-if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 3, #ARGV, 3 do
-  local op = ARGV[i] == 'i' and 'HINCRBY' or 'HINCRBYFLOAT'
-  for k = 2, 4 do redis.call(op, KEYS[k], ARGV[i + 1], ARGV[i + 2]) end
+# Count one request, as a Lua function that other scripts can call to count a request in the same step as their own
+# writes (a job's finish). keys: guard, minute bucket, hour bucket, all-time totals (for Prometheus). argv: guard
+# ttl, bucket ttl, then triples (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24
+# hashes, not 1,440.
+RECORD_FUNCTION = """
+local function record_outcome(keys, argv)
+  if keys[1] ~= '' and not redis.call('SET', keys[1], '1', 'NX', 'EX', argv[1]) then return 0 end
+  for i = 3, #argv, 3 do
+    local op = argv[i] == 'i' and 'HINCRBY' or 'HINCRBYFLOAT'
+    for k = 2, 4 do redis.call(op, keys[k], argv[i + 1], argv[i + 2]) end
+  end
+  redis.call('EXPIRE', keys[2], argv[2])
+  redis.call('EXPIRE', keys[3], argv[2] + 3600)
+  return 1
 end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[3], ARGV[2] + 3600)
-return 1
 """
+_RECORD = RECORD_FUNCTION + "return record_outcome(KEYS, ARGV)"
 
 
 def bucket_key(settings: Settings, minute: int) -> str:
@@ -91,17 +97,20 @@ class MetricsRecorder:
 
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
         """Count one request; False if its job was counted before or Redis refused (the job never fails for it)."""
-        minute = int((at if at is not None else time.time()) // 60)
-        guard = key(self.settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
+        keys, args = recording(self.settings, outcome, at)
         try:
-            return bool(self._record(
-                keys=[guard, bucket_key(self.settings, minute), hour_key(self.settings, minute // 60),
-                      totals_key(self.settings)],
-                args=[self.settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)],
-            ))
+            return bool(self._record(keys=keys, args=args))
         except redis.RedisError as error:
             log.warning("metrics not recorded for job %s: %s", outcome.job_id, error)
             return False
+
+
+def recording(settings: Settings, outcome: RequestOutcome, at: float | None = None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now)."""
+    minute = int((at if at is not None else time.time()) // 60)
+    guard = key(settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
+    keys = [guard, bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
+    return keys, [settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)]
 
 
 def _increments(outcome: RequestOutcome) -> list[str | int | float]:

@@ -39,10 +39,8 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         runtime = services()
         record = runtime.jobs.get(job_id)
         if record is not None:
-            finished = _finish(runtime.jobs, record, status=JobStatus.failed,
-                               error=f"internal error: {type(error).__name__}: {error}")
-            if finished is not None:
-                runtime.metrics.record(finished.outcome())
+            reason = f"internal error: {type(error).__name__}: {error}"
+            _finish(runtime.jobs, record, status=JobStatus.failed, error=reason)
         return {"job_id": job_id, "status": JobStatus.failed}
 
 
@@ -103,7 +101,6 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             tool_calls=served.tool_calls,
         )
     if finished is not None:
-        metrics.record(finished.outcome())
         return {"job_id": job_id, "status": finished.status}
     return {"job_id": job_id, "status": "superseded"}
 
@@ -139,13 +136,13 @@ def _document_text(record: JobRecord) -> str | None:
 
 
 def _finish(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | None:
-    """Make the job terminal; the finished record, or None if it already was terminal (cancelled meanwhile, or
-    finished by another delivery)."""
+    """Make the job terminal and count it in the metrics; the finished record, or None if it already was terminal
+    (cancelled meanwhile, or finished by another delivery)."""
     fields |= {"stage": "done", "progress": 1.0, "finished_at": time.time()}
-    if not store.finish(record.id, **fields):
+    finished = record.model_copy(update=fields)
+    if not store.finish(record.id, counted=finished.outcome(), **fields):
         return None
     if record.input.stream:
         store.close_stream(record.id, fields["status"])
-    finished = record.model_copy(update=fields)
     settle_job(store.settings, store.redis, finished, finished.cost_usd or 0.0)
     return finished

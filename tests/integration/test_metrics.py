@@ -7,11 +7,14 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from api.submission import JobRequest, propose
+from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.metrics import (
     LATENCY_STEPS_PER_DECADE,
     RETENTION_SECONDS,
@@ -96,6 +99,30 @@ def test_a_job_is_counted_once_and_buckets_expire(recorder):
     assert read_metrics(settings, client, "1m", now=NOW).total_requests == 1
     ttl = client.ttl(bucket_key(settings, int(NOW // 60)))
     assert RETENTION_SECONDS - 5 <= ttl <= RETENTION_SECONDS
+
+
+def test_finishing_a_job_counts_it_in_the_same_step_and_only_once(recorder):
+    settings, client, metrics = recorder
+    store = JobStore(settings, client)
+    proposal = propose(JobRequest(request="What is the capital of France?"), settings, require_keys=False)
+    records = [JobRecord(id=new_job_id(), status=JobStatus.running, queue="llm.simple", created_at=time.time(),
+                         input=JobInput(request="What is the capital of France?"), **proposal.model_dump())
+               for _ in range(2)]
+    for record in records:
+        store.create(record)
+    done, cancelled = records
+    assert store.finish(done.id, counted=outcome(0, job_id=done.id), status=JobStatus.succeeded, result="Paris")
+    assert store.get(done.id).result == "Paris"
+    assert read_metrics(settings, client, "1m").total_requests == 1
+    # a second finish (another delivery) changes and counts nothing, and neither does a later plain record
+    assert not store.finish(done.id, counted=outcome(0, job_id=done.id), status=JobStatus.failed)
+    assert metrics.record(outcome(0, job_id=done.id)) is False
+    assert store.update(cancelled.id, status=JobStatus.cancelled)
+    assert not store.finish(cancelled.id, counted=outcome(1, job_id=cancelled.id), status=JobStatus.succeeded)
+    report = read_metrics(settings, client, "1m")
+    assert (report.total_requests, report.successful_requests, report.input_tokens) == (1, 1, 100)
+    assert store.get(done.id).status == JobStatus.succeeded
+    assert store.get(cancelled.id).status == JobStatus.cancelled
 
 
 def test_recording_never_raises_when_redis_is_unreachable(redis_env):
