@@ -6,7 +6,9 @@
 3. The latency a chat completion through the orchestrator adds over calling the provider server directly
    (sequential, the official openai client both ways, median).
 
-Everything (client, API, worker, Redis, provider) shares this machine's cores. Run: python tests/bench/throughput.py
+Everything (client, API, worker, Redis, provider) shares this machine's cores. The worker's CPU per job beside the
+no-op worker's CPU per task shows where the ratio comes from on a machine whose speed drifts between runs.
+Run: python tests/bench/throughput.py
 Targets: at least 50% of bare Celery's throughput; 200 jobs in flight per worker; added latency under 5 ms.
 """
 
@@ -61,6 +63,15 @@ def worker(name: str, env: dict[str, str], concurrency: int) -> subprocess.Popen
     return process
 
 
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """User + system CPU a live process has used so far, from /proc (Linux; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def submit_all(base: str, bodies: list[dict]) -> None:
     local = threading.local()
 
@@ -82,20 +93,22 @@ def wait_successes(client: redis.Redis, count: int, timeout: float = 300) -> Non
         time.sleep(0.01)
 
 
-def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: str) -> float:
+def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: str) -> tuple[float, float]:
+    """Jobs per second, and the worker's CPU milliseconds per job."""
     process = worker(f"llm-{tag}", env, 32)
     try:
         client.hdel("orch:metrics:total", "successes")
         bodies = [{"request": f"What is the capital of country {tag}-{i}?"} for i in range(JOBS)]
-        started = time.perf_counter()
+        cpu, started = cpu_seconds(process), time.perf_counter()
         submit_all(base, bodies)
         wait_successes(client, JOBS)
-        return JOBS / (time.perf_counter() - started)
+        return JOBS / (time.perf_counter() - started), (cpu_seconds(process) - cpu) * 1000 / JOBS
     finally:
         stop(process)
 
 
-def celery_noop_per_second(url: str, env: dict[str, str]) -> float:
+def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]:
+    """No-op tasks per second, and the worker's CPU milliseconds per task."""
     process = spawn("noop", [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", "noop", "-P", "threads",
                              "-c", "32", "-E", "--loglevel", "INFO"], env | {"BENCH_REDIS_URL": url},
                     cwd=ROOT / "tests" / "bench")
@@ -105,12 +118,12 @@ def celery_noop_per_second(url: str, env: dict[str, str]) -> float:
         os.environ["BENCH_REDIS_URL"] = url
         from noop_app import noop
 
-        started = time.perf_counter()
+        cpu, started = cpu_seconds(process), time.perf_counter()
         with ThreadPoolExecutor(CLIENT_THREADS) as pool:
             results = list(pool.map(lambda _: noop.apply_async(queue="noop"), range(JOBS)))
         for result in results:
             result.get(timeout=120)
-        return JOBS / (time.perf_counter() - started)
+        return JOBS / (time.perf_counter() - started), (cpu_seconds(process) - cpu) * 1000 / JOBS
     finally:
         stop(process)
 
@@ -170,8 +183,8 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_log("api", b"Uvicorn running")
-            noop = celery_noop_per_second(url, env)
-            jobs = jobs_per_second(base, client, env, "a")
+            noop, noop_cpu_ms = celery_noop_per_second(url, env)
+            jobs, job_cpu_ms = jobs_per_second(base, client, env, "a")
             peak = in_flight(base, client, env, wire)
             direct_ms, routed_ms = added_latency(base, env, wire)
         finally:
@@ -185,6 +198,7 @@ def main() -> None:
     table.add_row(f"jobs/s end to end ({JOBS} jobs, HTTP + queue + 32-thread worker)", f"{jobs:.0f}")
     table.add_row("bare Celery no-op tasks/s (same Redis, same worker shape)", f"{noop:.0f}")
     table.add_row("ratio", f"{jobs / noop:.2f}")
+    table.add_row("worker CPU per job / per no-op task (ms)", f"{job_cpu_ms:.2f} / {noop_cpu_ms:.2f}")
     table.add_row("jobs in flight in one worker process (provider takes 1 s)", str(peak))
     table.add_row("chat completion, provider directly (median ms)", f"{direct_ms:.2f}")
     table.add_row("chat completion through the orchestrator (median ms)", f"{routed_ms:.2f}")
@@ -192,7 +206,9 @@ def main() -> None:
     Console().print(table)
     print(json.dumps({"jobs_per_s": round(jobs, 1), "celery_noop_per_s": round(noop, 1),
                       "ratio": round(jobs / noop, 3), "in_flight_per_worker": peak,
-                      "added_latency_ms_p50": round(routed_ms - direct_ms, 2), "direct_ms_p50": round(direct_ms, 2)}))
+                      "added_latency_ms_p50": round(routed_ms - direct_ms, 2), "direct_ms_p50": round(direct_ms, 2),
+                      "worker_cpu_ms_per_job": round(job_cpu_ms, 2),
+                      "noop_worker_cpu_ms_per_task": round(noop_cpu_ms, 2)}))
 
 
 if __name__ == "__main__":
