@@ -173,10 +173,13 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
 
 
 def _fail(work: Preprocessing, message: str) -> None:
+    """Fail the job, wake its waiters and count it, in one step (`JobStore.finish`); release its reservation."""
     jobs = services().jobs
-    if work.job_id and jobs.update(work.job_id, status=JobStatus.failed, stage="failed", error=message,
-                                   finished_at=time.time(), progress=1.0):
-        jobs.mark_done(work.job_id)
-        record = jobs.get(work.job_id)
-        settle_job(services().settings, jobs.redis, record, 0.0)
-        services().metrics.record(record.outcome())
+    record = jobs.get(work.job_id) if work.job_id else None
+    if record is None:
+        return
+    fields = {"status": JobStatus.failed, "stage": "failed", "error": message, "finished_at": time.time(),
+              "progress": 1.0}
+    failed = record.model_copy(update=fields)
+    if jobs.finish(work.job_id, counted=failed.outcome(), **fields):
+        settle_job(services().settings, jobs.redis, failed, 0.0)

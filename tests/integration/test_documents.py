@@ -10,7 +10,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import standard_library_source
+from shared.jobs import JobStore
+from shared.metrics import read_metrics
 from shared.settings import get_settings
+from shared.store import key
 from shared.tokens import count_tokens
 from tests.integration.conftest import poll
 from tests.wire.servers import Fail
@@ -124,6 +127,24 @@ def test_a_large_document_is_compressed_by_a_chord_of_preprocess_workers(
     assert again["status"] == "succeeded"
     assert again["document"]["summary_cache_hit"] is True and again["chunks_done"] == 0
     assert again["document"]["sent_tokens"] == use["sent_tokens"]
+
+
+def test_a_document_that_expires_before_preprocessing_fails_its_job_wakes_waiters_and_counts_once(
+    small_budget, api, start_worker, big_document
+):
+    document = api.post("/v1/documents", content=big_document.encode(), headers={"content-type": "text/plain"}).json()
+    job = api.post("/v1/jobs", json={"request": QUESTION, "document_id": document["id"]}).json()
+    assert job["queue"] == "preprocess"
+    settings = get_settings()
+    store = JobStore(settings)
+    store.redis.delete(key(settings, "doc", document["id"]), key(settings, "doc", document["id"], "meta"))
+    start_worker(queues="preprocess", concurrency=1, pool="solo")
+    record = store.wait(job["id"], 60)
+    assert record.status == "failed" and record.stage == "failed"
+    assert "expired before it could be preprocessed" in record.error
+    assert store.redis.llen(key(settings, "job", job["id"], "done")) == 1  # the waiters' wake-up token
+    report = read_metrics(settings, store.redis, "1m")
+    assert (report.total_requests, report.failed_requests) == (1, 1)
 
 
 def test_hierarchical_summaries_and_the_fallback_to_extractive(small_budget, api, start_worker, wire_servers):
