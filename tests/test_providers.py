@@ -20,7 +20,7 @@ import pytest
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest
 from shared.settings import load_settings
 from shared.tokens import count_tokens
-from tests.wire.adapters import WireCase, adapter, wire_fixtures
+from tests.wire.adapters import WireCase, adapter, serving, wire_fixtures
 from tests.wire.servers import Fail, OpenAIWireServer, Reply
 
 API_KEY = "sk-test-5ecr3t-k3y-0123456789"
@@ -125,6 +125,17 @@ def test_request_on_the_wire(wire: Wire) -> None:
         assert body["contents"][2]["parts"] == [{"text": "And three plus three?"}]
         assert body["generationConfig"] == {"maxOutputTokens": 123, "temperature": 0.25}
 
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_thoughts_are_billed_as_output_but_left_out_of_the_answer(stream: bool) -> None:
+    with serving("google", API_KEY) as (server, provider):
+        server.thinking = "Three and three make six, so"
+        server.push(Reply(text="Six.", input_tokens=20, output_tokens=1))
+        request = Wire("google", server, provider).request()
+        answer = list(provider.stream(request))[-1] if stream else provider.complete(request)
+    assert answer.text == "Six." and answer.finish_reason == "STOP"
+    assert (answer.input_tokens, answer.output_tokens, answer.usage_reported) == (20, 1 + 6, True)
 
 def test_missing_usage_is_estimated_locally(wire: Wire) -> None:
     wire.server.push(Reply(text="Six, as it happens.", usage=False))
@@ -310,3 +321,17 @@ def test_a_worker_imports_the_sdks_of_callable_providers_only():
     keyless = {p.adapter for p in load_settings().providers.values() if not p.api_key_required}
     expected = sorted({"shared.providers.anthropic_provider"} | {f"shared.providers.{a}_provider" for a in keyless})
     assert shown.strip() == str(expected)
+
+
+def test_gemini_sdk_models_answer_membership_as_pydantic_does() -> None:
+    """The Gemini adapter answers google-genai's `key in model` without walking the model; the answers must stay
+    pydantic's own, whose iteration yields (name, value) pairs, or the SDK would index a model like a dict."""
+    from google.genai import types
+
+    import shared.providers.google_provider  # noqa: F401
+
+    part = types.Part(text="x")
+    assert "text" not in part and "thought" not in part
+    assert ("text", "x") in part and ("text", "y") not in part and ("thought", None) in part
+    config = types.GenerateContentConfig.model_validate({"max_output_tokens": 5})
+    assert "max_output_tokens" not in config and ("max_output_tokens", 5) in config

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 from google import genai
-from google.genai import errors, types
+from google.genai import _common, errors, types
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, status_error, transport_error
+
+
+def _pairs_contain(model: object, item: object) -> bool:
+    """`item in model` for a pydantic model, which iterates as (name, value) pairs: never true of a bare name."""
+    return not isinstance(item, str) and any(pair == item for pair in model)  # type: ignore[attr-defined]
+
+
+# google-genai turns each call into its wire format by reading fields through `key in model`
+# (`_common.get_value_by_path`), and pydantic answers `in` by walking every (name, value) pair: about 120 walks of up
+# to 60 fields per call, nearly half its CPU (callgrind: 10.1 M instructions per `generate_content`, 5.5 M with
+# this). A field name is never one of those pairs, so the answer is the same, only found without the walk. Left
+# alone if the SDK or pydantic ever answer `in` themselves.
+if not hasattr(_common.BaseModel, "__contains__"):
+    _common.BaseModel.__contains__ = _pairs_contain  # type: ignore[attr-defined]
 
 
 class GoogleProvider:
@@ -34,13 +49,20 @@ class GoogleProvider:
 
     def complete(self, request: ProviderRequest) -> Completion:
         contents, config = self._params(request)
+        # The answer is read from the response's JSON: the SDK's conversion into its models is a fifth of the call's
+        # CPU (callgrind: 5.6 M instructions per call, 4.5 M without), and only a few fields are needed.
+        config["should_return_http_response"] = True
         try:
             response = self._client.models.generate_content(model=request.model, contents=contents, config=config)
+            answer = json.loads(response.sdk_http_response.body or "{}") if response.sdk_http_response else {}
         except Exception as exc:
             raise self._error(exc, request) from exc
-        text, finish_reason = _text_and_finish(response)
-        usage = response.usage_metadata
-        return self._completion(request, text, finish_reason, usage, _tool_calls(response))
+        candidates = answer.get("candidates") or [{}]
+        parts = (candidates[0].get("content") or {}).get("parts") or []
+        text = "".join(part["text"] for part in parts if part.get("text") and not part.get("thought"))
+        usage = answer.get("usageMetadata") or {}
+        return self._completion(request, text, candidates[0].get("finishReason"), usage.get("promptTokenCount"),
+                                usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount"), _tool_calls(parts))
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
@@ -60,7 +82,9 @@ class GoogleProvider:
                     usage = chunk.usage_metadata
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield self._completion(request, "".join(parts), finish_reason, usage)
+        yield self._completion(request, "".join(parts), finish_reason, getattr(usage, "prompt_token_count", None),
+                               getattr(usage, "candidates_token_count", None),
+                               getattr(usage, "thoughts_token_count", None))
 
     def _params(self, request: ProviderRequest) -> tuple[list[types.ContentDict], types.GenerateContentConfigDict]:
         """The call's contents and config as the SDK's TypedDicts: it converts them to the wire format with a sixth
@@ -86,13 +110,16 @@ class GoogleProvider:
 
     @staticmethod
     def _completion(
-        request: ProviderRequest, text: str, finish_reason: str | None, usage: Any, calls: list[ToolCall] | None = None
+        request: ProviderRequest,
+        text: str,
+        finish_reason: str | None,
+        prompt_tokens: int | None,
+        answer_tokens: int | None,
+        thought_tokens: int | None,
+        calls: list[ToolCall] | None = None,
     ) -> Completion:
-        prompt_tokens = getattr(usage, "prompt_token_count", None)
         # Thinking tokens are billed as output but reported apart from the answer's own tokens.
-        output_tokens = None
-        if prompt_tokens is not None:
-            output_tokens = (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
+        output_tokens = None if prompt_tokens is None else (answer_tokens or 0) + (thought_tokens or 0)
         return completion(request, text, finish_reason, prompt_tokens, output_tokens, calls)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
@@ -141,11 +168,10 @@ def _contents(messages: list[Message]) -> list[types.ContentDict]:
     return contents
 
 
-def _tool_calls(response: types.GenerateContentResponse) -> list[ToolCall]:
-    """The first candidate's function calls; Gemini 2.x gives them no id, so one is made from their position."""
-    content = response.candidates[0].content if response.candidates else None
-    calls = [part.function_call for part in (content.parts if content and content.parts else []) if part.function_call]
+def _tool_calls(parts: list[dict[str, Any]]) -> list[ToolCall]:
+    """The `functionCall` parts of an answer; Gemini 2.x gives them no id, so one is made from their position."""
+    calls = [part["functionCall"] for part in parts if part.get("functionCall")]
     return [
-        ToolCall(id=call.id or f"call_{index}", name=call.name or "", arguments=call.args or {})
+        ToolCall(id=call.get("id") or f"call_{index}", name=call.get("name") or "", arguments=call.get("args") or {})
         for index, call in enumerate(calls)
     ]

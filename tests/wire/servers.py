@@ -643,6 +643,7 @@ class GeminiWireServer(WireServer):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, call_ids: bool = False) -> None:
         super().__init__(host, port)
         self.call_ids = call_ids  # give `functionCall`s an id, as newer models do; Gemini 2.x gives none
+        self.thinking = ""  # a thinking model's thought part, sent before the answer and counted apart from it
 
     def _model_of(self, ex: Exchange) -> str | None:
         match = self._ROUTE.match(ex.route)
@@ -673,15 +674,17 @@ class GeminiWireServer(WireServer):
             else {
                 "promptTokenCount": answer.input_tokens,
                 "candidatesTokenCount": answer.output_tokens,
-                "totalTokenCount": answer.input_tokens + (answer.output_tokens or 0),
+                "totalTokenCount": answer.input_tokens + (answer.output_tokens or 0) + words(self.thinking),
             }
         )
+        if usage is not None and self.thinking:
+            usage["thoughtsTokenCount"] = words(self.thinking)
         response_id = self._next_id("wire-")
         if match["method"] == "generateContent":
             calls = [{"name": name, "args": args} for name, args in answer.tool_calls]
             if self.call_ids:
                 calls = [{"id": self._next_id("fc-wire-"), **call} for call in calls]
-            payload = self._chunk(answer.text, "STOP", usage, model, response_id, calls)
+            payload = self._chunk(answer.text, "STOP", usage, model, response_id, calls, self.thinking)
             return ex.json(200, payload)
         ex.sse(self._stream(answer, usage, model, response_id))
 
@@ -708,8 +711,10 @@ class GeminiWireServer(WireServer):
         model: str,
         response_id: str,
         calls: list[dict[str, Any]] | None = None,
+        thought: str = "",
     ) -> dict[str, Any]:
-        parts: list[dict[str, Any]] = [{"text": text}] if text or not calls else []
+        parts: list[dict[str, Any]] = [{"text": thought, "thought": True}] if thought else []
+        parts += [{"text": text}] if text or not calls else []
         parts += [{"functionCall": call} for call in calls or []]
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish is not None:
@@ -727,7 +732,8 @@ class GeminiWireServer(WireServer):
         partial = None if usage is None else {"promptTokenCount": usage["promptTokenCount"]}
         for i, delta in enumerate(deltas):
             last = i == len(deltas) - 1
-            chunk = self._chunk(delta, "STOP" if last else None, usage if last else partial, model, response_id)
+            chunk = self._chunk(delta, "STOP" if last else None, usage if last else partial, model, response_id,
+                                thought=self.thinking if i == 0 else "")
             yield f"data: {json.dumps(chunk)}\r\n\r\n"
 
 
