@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
@@ -16,7 +17,12 @@ _NO_KEY = "no-key"
 
 
 class OpenAIProvider:
-    """One OpenAI-compatible account. The SDK client is built once, with its own retries off."""
+    """One OpenAI-compatible account. The SDK client is built once, with its own retries off.
+
+    Calls go through the client's `post`, the SDK's documented way to send a body as it is: its auth, base URL,
+    timeouts, typed errors, response models and streams all apply. `chat.completions.create` would first rewrite the
+    body against the SDK's TypedDicts, a no-op for the plain JSON built here that costs as much CPU as all the rest
+    of the call (callgrind: 7.9 M instructions per call through `create`, 4.0 M through `post`)."""
 
     def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
         self.name = name
@@ -30,7 +36,8 @@ class OpenAIProvider:
     def complete(self, request: ProviderRequest) -> Completion:
         params = self._params(request)
         try:
-            response = self._client.chat.completions.create(**params)
+            response = self._client.post("/chat/completions", cast_to=ChatCompletion, body=params,
+                                         options=self._options(request))
         except Exception as exc:
             raise self._error(exc, request) from exc
         choice = response.choices[0] if response.choices else None
@@ -46,8 +53,10 @@ class OpenAIProvider:
         usage: Any = None
         params = self._params(request)
         try:
-            chunks = self._client.chat.completions.create(
-                **params, stream=True, stream_options={"include_usage": True}
+            chunks = self._client.post(
+                "/chat/completions", cast_to=ChatCompletion,
+                body={**params, "stream": True, "stream_options": {"include_usage": True}},
+                options=self._options(request), stream=True, stream_cls=openai.Stream[ChatCompletionChunk],
             )
             with chunks:
                 for chunk in chunks:
@@ -69,7 +78,6 @@ class OpenAIProvider:
             "model": request.model,
             "messages": messages,
             self._max_tokens_param: request.max_tokens,
-            "timeout": request.timeout_s,
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
@@ -80,6 +88,10 @@ class OpenAIProvider:
                 for t in request.tools
             ]
         return params
+
+    @staticmethod
+    def _options(request: ProviderRequest) -> openai.RequestOptions:
+        return {"timeout": request.timeout_s}
 
     @staticmethod
     def _completion(
