@@ -335,3 +335,18 @@ def test_gemini_sdk_models_answer_membership_as_pydantic_does() -> None:
     assert ("text", "x") in part and ("text", "y") not in part and ("thought", None) in part
     config = types.GenerateContentConfig.model_validate({"max_output_tokens": 5})
     assert "max_output_tokens" not in config and ("max_output_tokens", 5) in config
+
+
+def test_a_workers_first_concurrent_calls_share_one_client_per_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads that all ask for an account's adapter at once get one adapter, built once, not one each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.providers import _build, provider_for
+
+    monkeypatch.setenv("GOOGLE_API_KEY", "first-calls")
+    settings = load_settings()
+    _build.cache_clear()
+    with ThreadPoolExecutor(16) as pool:
+        adapters = list(pool.map(lambda _: provider_for("google", settings), range(16)))
+    assert len({id(a) for a in adapters}) == 1
+    assert _build.cache_info().misses == 1
