@@ -309,18 +309,22 @@ def test_a_server_answers_other_processes() -> None:
         assert [r.model for r in server.requests] == ["m"]
 
 
-def test_a_worker_imports_the_sdks_of_callable_providers_only():
-    """`import_adapters` (run at worker start) loads the SDKs that jobs will call, and no other."""
-    code = ("import sys; from shared.settings import load_settings; from shared.providers import import_adapters; "
-            "import_adapters(load_settings()); "
-            "print(sorted(m for m in sys.modules if m.startswith('shared.providers.') and m.endswith('_provider')))")
+def test_a_worker_prepares_the_adapters_of_callable_providers_only():
+    """`prepare_adapters` (run at worker start) loads the SDKs that jobs will call and builds their clients, and
+    no other."""
+    code = ("import sys; from shared.settings import load_settings; from shared.providers import _build, "
+            "prepare_adapters; prepare_adapters(load_settings()); "
+            "print(sorted(m for m in sys.modules if m.startswith('shared.providers.') and m.endswith('_provider'))); "
+            "print(_build.cache_info().currsize)")
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("ORCH_")}
     shown = subprocess.run([sys.executable, "-c", code], env=env | {"ANTHROPIC_API_KEY": "k"},
                            capture_output=True, text=True, check=True).stdout
     # anthropic has a key; the catalog's keyless OpenAI-compatible servers (Ollama) use the openai adapter
-    keyless = {p.adapter for p in load_settings().providers.values() if not p.api_key_required}
+    keyless = [p.adapter for p in load_settings().providers.values() if not p.api_key_required]
     expected = sorted({"shared.providers.anthropic_provider"} | {f"shared.providers.{a}_provider" for a in keyless})
-    assert shown.strip() == str(expected)
+    modules, clients = shown.splitlines()
+    assert modules == str(expected)
+    assert int(clients) == 1 + len(keyless)
 
 
 def test_gemini_sdk_models_answer_membership_as_pydantic_does() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from shared.providers import import_adapters
+from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 
 LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
@@ -76,5 +76,5 @@ def _quiet_per_task_lines(loglevel: int, **_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _import_provider_sdks(**_: Any) -> None:
-    import_adapters(get_settings())
+def _prepare_provider_adapters(**_: Any) -> None:
+    prepare_adapters(get_settings())

@@ -10,7 +10,7 @@ from shared.providers.base import Completion, Message, Provider, ProviderError, 
 from shared.settings import Settings
 
 __all__ = ["Completion", "Message", "Provider", "ProviderError", "ProviderRequest", "ToolCall", "ToolSpec",
-           "import_adapters", "provider_for"]
+           "prepare_adapters", "provider_for"]
 
 #: adapter name -> "module:Class". Adding a provider is adding its module here and an entry in the catalog.
 ADAPTERS = {
@@ -35,11 +35,12 @@ def _build(adapter: str, name: str, api_key: str, base_url: str | None) -> Provi
     return getattr(importlib.import_module(module), cls)(name=name, api_key=api_key, base_url=base_url)
 
 
-def import_adapters(settings: Settings) -> None:
-    """Import the SDK of every provider that can be called. An SDK takes 0.5-1.5 s to import: a worker pays it at
-    start, not in its first jobs, which would otherwise all wait on the import lock."""
-    for adapter in sorted({settings.providers[name].adapter for name in settings.usable_providers()}):
-        importlib.import_module(ADAPTERS[adapter].partition(":")[0])
+def prepare_adapters(settings: Settings) -> None:
+    """Import the SDK of every provider that can be called and build its client. An SDK takes 0.5-1.5 s to import
+    and its first client a good part of a second more in a busy worker: a worker pays both at start, not in its
+    first jobs, which would otherwise all wait for them."""
+    for name in sorted(settings.usable_providers()):
+        provider_for(name, settings)
 
 
 def provider_for(name: str, settings: Settings) -> Provider:
