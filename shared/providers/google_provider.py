@@ -48,10 +48,9 @@ class GoogleProvider:
         )
 
     def complete(self, request: ProviderRequest) -> Completion:
-        contents, config = self._params(request)
         # The answer is read from the response's JSON: the SDK's conversion into its models is a fifth of the call's
         # CPU (callgrind: 5.6 M instructions per call, 4.5 M without), and only a few fields are needed.
-        config["should_return_http_response"] = True
+        contents, config = self._params(request, raw_answer=True)
         try:
             response = self._client.models.generate_content(model=request.model, contents=contents, config=config)
             answer = json.loads(response.sdk_http_response.body or "{}") if response.sdk_http_response else {}
@@ -86,9 +85,12 @@ class GoogleProvider:
                                getattr(usage, "candidates_token_count", None),
                                getattr(usage, "thoughts_token_count", None))
 
-    def _params(self, request: ProviderRequest) -> tuple[list[types.ContentDict], types.GenerateContentConfigDict]:
-        """The call's contents and config as the SDK's TypedDicts: it converts them to the wire format with a sixth
-        less CPU than its pydantic objects (measured by instruction count), and a worker makes thousands of calls."""
+    def _params(
+        self, request: ProviderRequest, *, raw_answer: bool = False
+    ) -> tuple[list[types.ContentDict], types.GenerateContentConfig]:
+        """The call's contents as the SDK's TypedDicts and its config as the SDK's model, the forms it turns into
+        the wire format with the least CPU: it validates a config dict into its model three times over a call
+        (callgrind: 4.5 M instructions per call with a dict, 4.25 M with the model)."""
         config: types.GenerateContentConfigDict = {
             "max_output_tokens": request.max_tokens,
             # one call = one HTTP request, so the layer above counts attempts right; the caller runs the tools
@@ -96,6 +98,7 @@ class GoogleProvider:
             "automatic_function_calling": {"disable": True},
             # Per-call timeout; HttpOptions wants whole milliseconds.
             "http_options": {"timeout": max(1, round(request.timeout_s * 1000))},
+            "should_return_http_response": raw_answer,  # the response's JSON instead of the SDK's models
         }
         if request.system:
             config["system_instruction"] = request.system
@@ -106,7 +109,7 @@ class GoogleProvider:
                 {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
                 for t in request.tools
             ]}]
-        return _contents(request.messages), config
+        return _contents(request.messages), types.GenerateContentConfig(**config)
 
     @staticmethod
     def _completion(
