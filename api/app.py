@@ -69,7 +69,9 @@ class Health(BaseModel):
     checks: dict[str, str] = {}
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
+    """Async because it does no I/O: FastAPI runs a plain def dependency in its thread pool, a second trip there for
+    every request of a plain def endpoint."""
     return JobStore(request.app.state.settings)
 
 
