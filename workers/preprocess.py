@@ -15,7 +15,6 @@ from typing import Any
 from celery import chord
 from celery.utils.log import get_task_logger
 
-from shared.auth import settle_job
 from shared.chunking import chunks_for
 from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize, summary_tokens_per_chunk
 from shared.execution import ChainExhausted
@@ -24,6 +23,7 @@ from shared.jobs import JobStatus
 from shared.tokens import count_tokens
 from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, app, queue_for
 from workers.runtime import services
+from workers.tasks import finish_job
 
 log = get_task_logger(__name__)
 
@@ -173,13 +173,7 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
 
 
 def _fail(work: Preprocessing, message: str) -> None:
-    """Fail the job, wake its waiters and count it, in one step (`JobStore.finish`); release its reservation."""
     jobs = services().jobs
     record = jobs.get(work.job_id) if work.job_id else None
-    if record is None:
-        return
-    fields = {"status": JobStatus.failed, "stage": "failed", "error": message, "finished_at": time.time(),
-              "progress": 1.0}
-    failed = record.model_copy(update=fields)
-    if jobs.finish(work.job_id, counted=failed.outcome(), **fields):
-        settle_job(services().settings, jobs.redis, failed, 0.0)
+    if record is not None:
+        finish_job(jobs, record, status=JobStatus.failed, stage="failed", error=message)

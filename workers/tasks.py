@@ -40,7 +40,7 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         record = runtime.jobs.get(job_id)
         if record is not None:
             reason = f"internal error: {type(error).__name__}: {error}"
-            _finish(runtime.jobs, record, status=JobStatus.failed, error=reason)
+            finish_job(runtime.jobs, record, status=JobStatus.failed, error=reason)
         return {"job_id": job_id, "status": JobStatus.failed}
 
 
@@ -75,7 +75,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
-        finished = _finish(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error),
+        finished = finish_job(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error),
                            tool_calls=error.tool_calls)
     else:
         completion = served.completion
@@ -83,7 +83,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
         charge = bill(record.plan, served.model, sent_in, sent_out, settings=executor.settings,
                       answer_tokens=completion.output_tokens)
         preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
-        finished = _finish(
+        finished = finish_job(
             store,
             record,
             status=JobStatus.succeeded,
@@ -135,10 +135,11 @@ def _document_text(record: JobRecord) -> str | None:
     return text
 
 
-def _finish(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | None:
-    """Make the job terminal and count it in the metrics; the finished record, or None if it already was terminal
-    (cancelled meanwhile, or finished by another delivery)."""
-    fields |= {"stage": "done", "progress": 1.0, "finished_at": time.time()}
+def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | None:
+    """Make the job terminal (stage "done" unless `fields` say otherwise), wake its waiters, count it in the metrics
+    and release its budget reservation; the finished record, or None if it already was terminal (cancelled
+    meanwhile, or finished by another delivery)."""
+    fields = {"stage": "done", "progress": 1.0, "finished_at": time.time()} | fields
     finished = record.model_copy(update=fields)
     if not store.finish(record.id, counted=finished.outcome(), **fields):
         return None
