@@ -236,11 +236,10 @@ def _reserve(
 def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, celery: Celery) -> bool:
     """Cancel an unfinished job: it never runs, or runs no further attempt; its budget reservation is released and
     its waiters woken. False if it had already finished."""
-    if not store.update(record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
+    if not store.finish(record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
                         error=reason):
         return False
     celery.control.revoke(record.id)
-    store.mark_done(record.id)
     settle_job(settings, store.redis, record, 0.0)
     return True
 

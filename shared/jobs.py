@@ -364,13 +364,6 @@ class JobStore:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""
         return int(self._chunk_done(keys=[self._key(job_id)], args=[total, share]))
 
-    def mark_done(self, job_id: str) -> None:
-        """Wake whoever waits on this job (`wait`); the token outlives any reasonable wait."""
-        with self.redis.pipeline() as pipe:
-            pipe.rpush(self._done_key(job_id), "1")
-            pipe.expire(self._done_key(job_id), 600)
-            pipe.execute()
-
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Block until the job is terminal or the timeout passes; return the record as it then is.
 
