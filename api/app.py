@@ -146,10 +146,12 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         )
 
     @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
-    def create_job(body: JobRequest, store: Store, request: Request) -> JobAccepted:
+    def create_job(body: JobRequest, store: Store, request: Request) -> Response:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
-        return JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools,
-                                   breakers=breakers))
+        accepted = JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools,
+                                         breakers=breakers))
+        # Serialized here: FastAPI would validate the model it was just built from again before serializing it.
+        return Response(accepted.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json")
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def get_job(job_id: str, store: Store) -> JobRecord:

@@ -516,7 +516,8 @@ def _serve(args: argparse.Namespace) -> int:
     with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
         from api.app import create_app
 
-        uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port)
+        uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
+                    access_log=settings.api_access_log)
     return 0
 
 
