@@ -126,6 +126,19 @@ def test_request_on_the_wire(wire: Wire) -> None:
         assert body["generationConfig"] == {"maxOutputTokens": 123, "temperature": 0.25}
 
 
+def test_a_lone_user_turn_goes_on_the_wire_as_that_turn(wire: Wire) -> None:
+    request = wire.request(messages=[Message(role="user", content="Capital of France?")])
+    wire.provider.complete(request)
+    body = wire.server.requests[-1].body
+    if wire.kind == "openai":
+        assert body["messages"][1:] == [{"role": "user", "content": "Capital of France?"}]
+    elif wire.kind == "anthropic":
+        assert body["messages"] == [{"role": "user", "content": "Capital of France?"}]
+    else:
+        assert body["contents"] == [{"role": "user", "parts": [{"text": "Capital of France?"}]}]
+        assert body["systemInstruction"]["parts"] == [{"text": SYSTEM}]
+
+
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_gemini_thoughts_are_billed_as_output_but_left_out_of_the_answer(stream: bool) -> None:
