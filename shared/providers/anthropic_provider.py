@@ -9,6 +9,7 @@ import anthropic
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
+from shared.providers.http_transport import StdlibTransport
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
 _STREAM_ERROR_STATUS = {
@@ -29,7 +30,8 @@ class AnthropicProvider:
     def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
         self.name = name
         self._api_key = api_key
-        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
+        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
+                                           http_client=anthropic.DefaultHttpxClient(transport=StdlibTransport()))
 
     def complete(self, request: ProviderRequest) -> Completion:
         params = self._params(request)

@@ -12,6 +12,7 @@ from google.genai import _common, errors, types
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, status_error, transport_error
+from shared.providers.http_transport import StdlibTransport
 
 
 def _pairs_contain(model: object, item: object) -> bool:
@@ -42,8 +43,7 @@ class GoogleProvider:
                 # google-genai 3.x defaults to "v1"; v1beta is where the Gemini API ships features first.
                 api_version="v1beta",
                 retry_options=types.HttpRetryOptions(attempts=1),  # one attempt: retries live above the adapter
-                # httpx's default pool (100 connections) would cap a worker's calls in flight at 100
-                client_args={"limits": httpx2.Limits(max_connections=1000, max_keepalive_connections=100)},
+                httpx_client=httpx2.Client(transport=StdlibTransport()),  # whatever GOOGLE_GENAI_HTTP_CLIENT says
             ),
         )
 
@@ -134,7 +134,7 @@ class GoogleProvider:
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """google-genai wraps only HTTP errors (`APIError`); timeouts and refused connections surface as the raw
-        httpx2 (or httpx, per GOOGLE_GENAI_HTTP_CLIENT) exceptions."""
+        httpx2 exceptions the transport raises."""
         where = {"provider": self.name, "model": request.model}
         if isinstance(exc, errors.APIError):
             message = redact(str(exc.message or exc.status or exc), self._api_key)
