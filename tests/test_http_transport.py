@@ -7,6 +7,7 @@ behaviour over this transport (status codes, SSE, usage, timeouts) is covered by
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -16,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx2
+import openai
 import pytest
 import trustme
 
-from shared.providers.http_transport import StdlibTransport
+from shared.providers.http_transport import StdlibTransport, sdk_transport
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -176,3 +178,13 @@ def test_https_verifies_the_server_and_keeps_its_connection(server: _Server) -> 
     with httpx2.Client(base_url=url, transport=StdlibTransport(), timeout=5) as client:  # the system's trust
         with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             client.get("/untrusted")
+
+
+def test_a_proxy_named_by_the_environment_is_honoured(server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    assert isinstance(sdk_transport(), StdlibTransport)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    assert sdk_transport() is None  # httpx2 honours the proxy only with its own transport
+    with openai.DefaultHttpxClient(transport=sdk_transport()) as client:
+        assert client.get("http://provider.invalid/v1/models").text == "http://provider.invalid/v1/models"

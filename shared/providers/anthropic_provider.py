@@ -9,7 +9,7 @@ import anthropic
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
-from shared.providers.http_transport import StdlibTransport
+from shared.providers.http_transport import sdk_transport
 
 # An `error` event inside a 200 stream carries no HTTP status; these are the statuses its types stand for.
 _STREAM_ERROR_STATUS = {
@@ -31,7 +31,7 @@ class AnthropicProvider:
         self.name = name
         self._api_key = api_key
         self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
-                                           http_client=anthropic.DefaultHttpxClient(transport=StdlibTransport()))
+                                           http_client=anthropic.DefaultHttpxClient(transport=sdk_transport()))
 
     def complete(self, request: ProviderRequest) -> Completion:
         params = self._params(request)

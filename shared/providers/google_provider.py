@@ -12,7 +12,7 @@ from google.genai import _common, errors, types
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, status_error, transport_error
-from shared.providers.http_transport import StdlibTransport
+from shared.providers.http_transport import sdk_transport
 
 
 def _pairs_contain(model: object, item: object) -> bool:
@@ -43,7 +43,8 @@ class GoogleProvider:
                 # google-genai 3.x defaults to "v1"; v1beta is where the Gemini API ships features first.
                 api_version="v1beta",
                 retry_options=types.HttpRetryOptions(attempts=1),  # one attempt: retries live above the adapter
-                httpx_client=httpx2.Client(transport=StdlibTransport()),  # whatever GOOGLE_GENAI_HTTP_CLIENT says
+                # whatever GOOGLE_GENAI_HTTP_CLIENT says; httpx2's default pool would cap calls in flight at 100
+                httpx_client=httpx2.Client(transport=sdk_transport(), limits=httpx2.Limits(max_connections=1000)),
             ),
         )
 

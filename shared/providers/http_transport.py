@@ -4,7 +4,7 @@ The SDKs (openai, anthropic, google-genai) keep all they do above the transport:
 response models, server-sent events. Only the HTTP/1.1 exchange itself moves: httpx2's default transport parses it
 in pure Python (h11) and scans every pooled connection under a lock for each request, which with a worker's 32
 threads cost about a sixth of the worker's CPU per job; `http.client` parses with the C parts of the standard
-library. Proxies set in the environment still go through httpx2's own transports, which it mounts in front of this.
+library. httpx2 honours proxies named by the environment only with its own transport, so there it stays.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import select
 import socket
 import ssl
 import threading
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from typing import NoReturn
@@ -22,6 +23,11 @@ import httpx2
 
 Origin = tuple[str, str, int]
 _READ_SIZE = 64 * 1024
+
+
+def sdk_transport() -> StdlibTransport | None:
+    """The transport for a provider SDK's client: None, for httpx2's own, when the environment names a proxy."""
+    return None if urllib.request.getproxies() else StdlibTransport()
 
 
 class StdlibTransport(httpx2.BaseTransport):

@@ -11,7 +11,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
-from shared.providers.http_transport import StdlibTransport
+from shared.providers.http_transport import sdk_transport
 
 # The SDK refuses to build a client without a key, but local OpenAI-compatible servers (Ollama) need none.
 _NO_KEY = "no-key"
@@ -29,7 +29,7 @@ class OpenAIProvider:
         self.name = name
         self._api_key = api_key
         self._client = openai.OpenAI(api_key=api_key or _NO_KEY, base_url=base_url, max_retries=0,
-                                     http_client=openai.DefaultHttpxClient(transport=StdlibTransport()))
+                                     http_client=openai.DefaultHttpxClient(transport=sdk_transport()))
         # OpenAI's own API rejects `max_tokens` for reasoning models; compatible servers know only `max_tokens`.
         # Judged on the URL the SDK resolved, which may come from OPENAI_BASE_URL.
         official = self._client.base_url.host == "api.openai.com"
