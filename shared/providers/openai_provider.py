@@ -79,7 +79,9 @@ class OpenAIProvider:
                         finish_reason = choice.finish_reason or finish_reason
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield self._completion(request, "".join(parts), finish_reason, usage)
+        # An OpenAI-compatible server may report no usage at all.
+        yield completion(request, "".join(parts), finish_reason, getattr(usage, "prompt_tokens", None),
+                         getattr(usage, "completion_tokens", None))
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
@@ -102,14 +104,6 @@ class OpenAIProvider:
     @staticmethod
     def _options(request: ProviderRequest) -> openai.RequestOptions:
         return {"timeout": request.timeout_s}
-
-    @staticmethod
-    def _completion(
-        request: ProviderRequest, text: str, finish_reason: str | None, usage: Any, calls: list[ToolCall] | None = None
-    ) -> Completion:
-        # An OpenAI-compatible server may report no usage at all.
-        return completion(request, text, finish_reason, getattr(usage, "prompt_tokens", None),
-                          getattr(usage, "completion_tokens", None), calls)
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """Map an SDK exception to a classified `ProviderError`."""
