@@ -115,9 +115,8 @@ class GoogleProvider:
                 for t in request.tools
             ]}]
         turns = request.messages
-        if len(turns) == 1 and turns[0].role == "user" and turns[0].content and not turns[0].tool_calls:
-            return turns[0].content, types.GenerateContentConfig(**config)
-        return _contents(turns), types.GenerateContentConfig(**config)
+        lone_turn = len(turns) == 1 and turns[0].role == "user" and turns[0].content and not turns[0].tool_calls
+        return turns[0].content if lone_turn else _contents(turns), types.GenerateContentConfig(**config)
 
     @staticmethod
     def _completion(
