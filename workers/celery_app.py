@@ -10,6 +10,7 @@ from kombu import Queue
 
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
+from workers.events import FlushEvents
 
 LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
 PREPROCESS_QUEUE = "preprocess"
@@ -52,6 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                                              "global_keyprefix": settings.redis_prefix},
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
+        "worker_consumer": "workers.events:BatchedEventsConsumer",
         # No `task-sent` events: each costs the sender a publish per job (a third of `send_task`), and a job waiting
         # in its queue is already visible on its record and in Flower's broker view.
         "task_send_sent_event": False,
@@ -63,6 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess", "workers.sweep"])
 app.conf.update(celery_config(get_settings()))
+app.steps["consumer"].add(FlushEvents)
 
 
 @signals.after_setup_logger.connect
