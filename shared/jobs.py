@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -278,14 +279,19 @@ class JobStore:
     def _newest_claimed_key(self) -> str:
         return key(self.settings, "jobs", "newest-claimed")
 
-    def create(self, record: JobRecord, sent_to: str | None = None) -> None:
-        """Store a new record; `sent_to` is the queue its execution message is about to be sent to."""
+    def create(self, record: JobRecord, sent_to: str | None = None,
+               enqueue: Callable[[redis.client.Pipeline], None] | None = None) -> None:
+        """Store a new record; `sent_to` is the queue its execution message is about to be sent to. `enqueue` adds
+        that message's commands to the same transaction: record and message then reach Redis together or not at
+        all, in one round trip."""
         fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.expire(self._key(record.id), self.settings.job_ttl_seconds)
             if sent_to:
                 self._note_sending(pipe, record.id, sent_to, record.created_at)
+            if enqueue is not None:
+                enqueue(pipe)
             pipe.execute()
 
     def sending(self, job_id: str, queue: str) -> None:
