@@ -87,7 +87,7 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
     direct_input = _prompt_tokens(analysis)
     docs = settings.document_processing
 
-    accepted: list[tuple[str, Estimate, bool, int | None]] = []
+    accepted: list[tuple[str, int, float, bool, int | None]] = []  # name, input tokens, cost, preprocess, budget
     rejected: dict[str, str] = {}
     for name in _candidates(analysis.tier, constraints, settings):
         spec = catalog[name]
@@ -100,28 +100,23 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         if input_tokens is None:
             rejected[name] = f"needs {direct_input + max_output:,} tokens, window is {spec.context_window:,}"
             continue
-        estimate = Estimate(
-            model=name,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=spec.cost_usd(input_tokens, output_tokens),
-        )
-        if constraints.max_cost_usd is not None and estimate.cost_usd > constraints.max_cost_usd:
-            rejected[name] = f"estimated ${estimate.cost_usd:.6f} exceeds max_cost ${constraints.max_cost_usd:.6f}"
+        cost = spec.cost_usd(input_tokens, output_tokens)
+        if constraints.max_cost_usd is not None and cost > constraints.max_cost_usd:
+            rejected[name] = f"estimated ${cost:.6f} exceeds max_cost ${constraints.max_cost_usd:.6f}"
             continue
-        accepted.append((name, estimate, preprocess, budget))
+        accepted.append((name, input_tokens, cost, preprocess, budget))
 
     if not accepted:
         detail = "; ".join(f"{name}: {why}" for name, why in rejected.items())
         raise PlanningError(f"no model satisfies the constraints ({detail})", rejected)
 
-    chosen, estimate, preprocess, budget = accepted[0]
+    chosen, input_tokens, cost, preprocess, budget = accepted[0]
     baseline = baseline_estimate(analysis, settings, output_tokens)
     # Fallbacks beyond the configured chain must still beat the baseline, or "falling back" would cost more
     # than not using the orchestrator at all.
     chain = set(constraints.preferred_models) | set(settings.execution[analysis.tier].models)
     fallbacks = [
-        name for name, fallback, *_ in accepted[1:] if name in chain or fallback.cost_usd < baseline.cost_usd
+        name for name, _, fallback_cost, *_ in accepted[1:] if name in chain or fallback_cost < baseline.cost_usd
     ][: settings.max_fallbacks]
     return Plan(
         model=chosen,
@@ -130,11 +125,11 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         reason=_reason(chosen, analysis, constraints, rejected),
         tier=analysis.tier,
         max_output_tokens=min(max_output, catalog[chosen].max_output_tokens),
-        estimated_input_tokens=estimate.input_tokens,
-        estimated_output_tokens=estimate.output_tokens,
-        estimated_cost_usd=estimate.cost_usd,
+        estimated_input_tokens=input_tokens,
+        estimated_output_tokens=output_tokens,
+        estimated_cost_usd=cost,
         baseline=baseline,
-        estimated_savings_usd=baseline.cost_usd - estimate.cost_usd,
+        estimated_savings_usd=baseline.cost_usd - cost,
         preprocess=preprocess,
         document_budget_tokens=budget,
         rejected=rejected,

@@ -35,7 +35,11 @@ class Tier(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Tier).index(self)
+        """0, 1, 2 from simple up: a model serves requests of its own tier and below."""
+        return _TIER_RANK[self]
+
+
+_TIER_RANK = {tier: rank for rank, tier in enumerate(Tier)}
 
 
 class ModelSpec(BaseModel):
