@@ -16,11 +16,11 @@ LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
 PREPROCESS_QUEUE = "preprocess"
 ALL_QUEUES = (*LLM_QUEUES, PREPROCESS_QUEUE)
 EXECUTE_TASK = "orchestrator.execute"
+PREPROCESS_TASK = "orchestrator.preprocess"
 #: `send_task(..., declare=NO_DECLARE)`: the queues are declared by the workers that consume them, and a message to a
 #: queue's name needs no binding on Redis. Without it, kombu copies the queue and its exchange on every publish only
 #: to find them declared already (a fifth of `send_task`'s cost).
-NO_DECLARE: list = []
-PREPROCESS_TASK = "orchestrator.preprocess"
+NO_DECLARE: tuple[()] = ()
 
 
 def queue_for(tier: Tier | str) -> str:
