@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from shared.jobs import JobRecord
 from shared.routing import Plan
 from shared.settings import Settings
-from shared.store import key
+from shared.store import key, script
 
 KEY_PREFIX = "orch_"
 
@@ -72,8 +72,8 @@ class KeyStore:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.redis = client
-        self._reserve = client.register_script(_RESERVE)
-        self._settle = client.register_script(_SETTLE)
+        self._reserve = script(client, _RESERVE)
+        self._settle = script(client, _SETTLE)
 
     def _key(self, digest: str) -> str:
         return key(self.settings, "apikey", digest)

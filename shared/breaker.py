@@ -22,7 +22,7 @@ import redis
 from pydantic import BaseModel
 
 from shared.settings import Settings
-from shared.store import key
+from shared.store import key, script
 
 #: How stale the snapshot of open breakers may be: another worker's opening is seen within this long.
 SNAPSHOT_SECONDS = 1.0
@@ -127,9 +127,9 @@ class CircuitBreakers:
         self.policy = settings.resilience
         self.redis = client
         self._open = key(settings, "breaker", "open")
-        self._acquire = client.register_script(_ACQUIRE)
-        self._failure = client.register_script(_FAILURE)
-        self._success = client.register_script(_SUCCESS)
+        self._acquire = script(client, _ACQUIRE)
+        self._failure = script(client, _FAILURE)
+        self._success = script(client, _SUCCESS)
         self._snapshot: _Snapshot | None = None
         self._tally: dict[str, int] = {}  # successes not yet written, per model
         self._tally_since = time.monotonic()

@@ -25,7 +25,7 @@ from shared.routing import Plan
 from shared.services.models import ToolCallRecord
 from shared.services.selection import ServiceSelection
 from shared.settings import Settings
-from shared.store import key, redis_client
+from shared.store import key, redis_client, script
 
 
 class JobStatus(StrEnum):
@@ -249,10 +249,10 @@ class JobStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or redis_client(settings)
-        self._update = self.redis.register_script(_UPDATE_UNFINISHED)
-        self._chunk_done = self.redis.register_script(_CHUNK_DONE)
-        self._claim = self.redis.register_script(_CLAIM)
-        self._finish = self.redis.register_script(_FINISH)
+        self._update = script(self.redis, _UPDATE_UNFINISHED)
+        self._chunk_done = script(self.redis, _CHUNK_DONE)
+        self._claim = script(self.redis, _CLAIM)
+        self._finish = script(self.redis, _FINISH)
 
     def _key(self, job_id: str) -> str:
         return key(self.settings, "job", job_id)

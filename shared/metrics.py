@@ -16,7 +16,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from shared.settings import Settings
-from shared.store import key
+from shared.store import key, script
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class MetricsRecorder:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.redis = client
-        self._record = client.register_script(_RECORD)
+        self._record = script(client, _RECORD)
 
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
         """Count one request; False if its job was counted before or Redis refused (the job never fails for it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import redis
+from redis.commands.core import Script
 
 from shared.settings import Settings
 
@@ -35,6 +36,13 @@ def redis_client(settings: Settings, decode: bool = True) -> redis.Redis:
             "which start the embedded server"
         )
     return _client(settings.redis_url, decode)
+
+
+@functools.lru_cache(maxsize=64)
+def script(client: redis.Redis, source: str) -> Script:
+    """The Lua script `source`, registered on `client` once per process. Registering hashes the source (SHA-1), and
+    the stores that the front ends build per request would otherwise do it again on every request."""
+    return client.register_script(source)
 
 
 def key(settings: Settings, *parts: str) -> str:
