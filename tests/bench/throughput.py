@@ -2,7 +2,7 @@
 
 1. Jobs per second through the HTTP API, Redis, one LLM worker process (32 threads) and a provider that answers at
    once, side by side with bare Celery no-op tasks on the same Redis with the same worker process shape, the two
-   measured in turn, twice each.
+   measured in turn, four times each, in the order ABBA ABBA so a steady drift of the machine's speed cancels.
 2. Jobs one LLM worker process keeps in flight when the provider takes 1 s per call.
 3. The latency a chat completion through the orchestrator adds over calling the provider server directly
    (sequential, the official openai client both ways, each pair back to back; the median of the differences).
@@ -33,8 +33,8 @@ from rich.console import Console
 from rich.table import Table
 from support import ROOT, bench_redis, stop
 
-JOBS = 2000
-ROUNDS = 2
+JOBS = 1500
+ROUNDS = 4
 CLIENT_THREADS = 16
 LOGS = Path(tempfile.mkdtemp(prefix="throughput-"))
 
@@ -194,9 +194,12 @@ def main() -> None:
         try:
             wait_log("api", b"Uvicorn running")
             noop_runs, job_runs = [], []
-            for round_ in range(ROUNDS):  # alternated, so the machine's drift weighs on both alike
-                noop_runs.append(celery_noop_per_second(url, env))
+            for round_ in range(ROUNDS):  # alternated (ABBA...), so the machine's drift weighs on both alike
+                if round_ % 2 == 0:
+                    noop_runs.append(celery_noop_per_second(url, env))
                 job_runs.append(jobs_per_second(base, client, env, f"r{round_}"))
+                if round_ % 2 == 1:
+                    noop_runs.append(celery_noop_per_second(url, env))
             (noop, noop_cpu_ms), (jobs, job_cpu_ms) = overall(noop_runs), overall(job_runs)
             peak = in_flight(base, client, env, wire)
             direct_ms, routed_ms, added_ms = added_latency(base, env, wire)
