@@ -7,12 +7,10 @@ door it came in by. A document is stored once under its content hash; the job an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from celery import Celery
 from pydantic import BaseModel, Field, model_validator
-from redis.client import Pipeline
 
 from shared.analysis import Analysis, RequestOptions, analyze
 from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
@@ -32,8 +30,7 @@ from shared.services.models import ServiceTool
 from shared.services.selection import ServiceSelection, select_services
 from shared.settings import Settings
 from shared.tokens import count_tokens
-from workers.celery_app import EXECUTE_TASK, NO_DECLARE, PREPROCESS_QUEUE, PREPROCESS_TASK, queue_for
-from workers.transport import publishing_into
+from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, queue_for, task_message
 
 MAX_REQUEST_CHARS = 200_000
 
@@ -199,7 +196,7 @@ def submit(
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
         _reserve(record, api_key, worst_case_cost(proposal.plan, settings), settings, store)
         store.create(record, sent_to=record.queue,
-                     enqueue=_message(celery, EXECUTE_TASK, [record.id], record.queue, record.id))
+                     enqueue=task_message(celery, EXECUTE_TASK, [record.id], record.queue, record.id))
         return record
 
     chain = preprocessor_chain(settings, settings.usable_providers(), open_breakers)
@@ -221,20 +218,9 @@ def submit(
     record.stage, record.queue = "queued for preprocessing", PREPROCESS_QUEUE
     summaries = preprocessing_worst_case_usd(work, document.tokens, settings)
     _reserve(record, api_key, worst_case_cost(proposal.plan, settings) + summaries, settings, store)
-    store.create(record, enqueue=_message(celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE,
+    store.create(record, enqueue=task_message(celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE,
                                           record.id))
     return record
-
-
-def _message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> Callable[[Pipeline], None]:
-    """The job's task message, to be added to the transaction that stores its record: a worker never finds a
-    message without its record, nor a record stays queued without its message, and both cost one round trip."""
-
-    def enqueue(pipeline: Pipeline) -> None:
-        with publishing_into(pipeline):
-            celery.send_task(task, args=args, queue=queue, task_id=job_id, ignore_result=True, declare=NO_DECLARE)
-
-    return enqueue
 
 
 def _reserve(

@@ -155,6 +155,10 @@ class JobRecord(BaseModel):
         )
 
 
+#: Adds a job's task message to the Redis pipeline that stores or notes the job (`workers.celery_app.task_message`).
+Enqueue = Callable[[redis.client.Pipeline], None]
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -279,8 +283,7 @@ class JobStore:
     def _newest_claimed_key(self) -> str:
         return key(self.settings, "jobs", "newest-claimed")
 
-    def create(self, record: JobRecord, sent_to: str | None = None,
-               enqueue: Callable[[redis.client.Pipeline], None] | None = None) -> None:
+    def create(self, record: JobRecord, sent_to: str | None = None, enqueue: Enqueue | None = None) -> None:
         """Store a new record; `sent_to` is the queue its execution message is about to be sent to. `enqueue` adds
         that message's commands to the same transaction: record and message then reach Redis together or not at
         all, in one round trip."""
@@ -294,14 +297,16 @@ class JobStore:
                 enqueue(pipe)
             pipe.execute()
 
-    def sending(self, job_id: str, queue: str) -> None:
-        """Note that the job's execution message is about to be sent to `queue`, where no worker has taken it yet.
+    def sending(self, job_id: str, queue: str, enqueue: Enqueue) -> None:
+        """Send the job's execution message to `queue` (`enqueue` adds it), noted in the same transaction as sent
+        there and not yet taken by a worker.
 
         Every message sent to an LLM queue is noted, and the claim that takes it drops the note. A worker can lose
         a message it had just popped (kombu moves it to its unacked set in a second step), and `lost` finds those.
         """
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self.redis.pipeline() as pipe:
             self._note_sending(pipe, job_id, queue, time.time())
+            enqueue(pipe)
             pipe.execute()
 
     def _note_sending(self, pipe: redis.client.Pipeline, job_id: str, queue: str, at: float) -> None:

@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
 from kombu import Queue
+from redis.client import Pipeline
 
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 from workers.events import FlushEvents
+from workers.transport import publishing_into
 
 LLM_QUEUES = tuple(f"llm.{tier}" for tier in Tier)
 PREPROCESS_QUEUE = "preprocess"
 ALL_QUEUES = (*LLM_QUEUES, PREPROCESS_QUEUE)
 EXECUTE_TASK = "orchestrator.execute"
 PREPROCESS_TASK = "orchestrator.preprocess"
-#: `send_task(..., declare=NO_DECLARE)`: the queues are declared by the workers that consume them, and a message to a
-#: queue's name needs no binding on Redis. Without it, kombu copies the queue and its exchange on every publish only
-#: to find them declared already (a fifth of `send_task`'s cost).
-NO_DECLARE: tuple[()] = ()
 
 
 def queue_for(tier: Tier | str) -> str:
     return f"llm.{tier}"
+
+
+def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> Callable[[Pipeline], None]:
+    """A job's task message, for the caller to add to the Redis transaction that records or notes it
+    (`JobStore.create`, `JobStore.sending`): a worker never finds a message without its record, no message is noted
+    as sent without being sent, and both cost one round trip. The job's id is the task's: a cancel revokes it, a
+    sweep recognises it.
+
+    No queue is declared (`declare=()`): the workers that consume the queues declare them, and a message to a queue's
+    name needs no binding on Redis, while kombu would copy the queue and its exchange on every publish only to find
+    them declared already (a fifth of `send_task`'s cost)."""
+
+    def enqueue(pipeline: Pipeline) -> None:
+        with publishing_into(pipeline):
+            celery.send_task(task, args=args, queue=queue, task_id=job_id, ignore_result=True, declare=())
+
+    return enqueue
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

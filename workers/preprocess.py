@@ -21,7 +21,7 @@ from shared.execution import ChainExhausted
 from shared.extractive import chunk_stats, query_terms
 from shared.jobs import JobStatus
 from shared.tokens import count_tokens
-from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, app, queue_for
+from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, app, queue_for, task_message
 from workers.runtime import services
 from workers.tasks import finish_job
 
@@ -167,9 +167,7 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
     if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage="queued for the model",
                            progress=0.9):
         queue = queue_for(work.tier or "moderate")
-        runtime.jobs.sending(work.job_id, queue)
-        # the job's id as the task's, as on every execution message: a cancel revokes it, a sweep recognises it
-        app.send_task(EXECUTE_TASK, args=[work.job_id], queue=queue, task_id=work.job_id, ignore_result=True)
+        runtime.jobs.sending(work.job_id, queue, task_message(app, EXECUTE_TASK, [work.job_id], queue, work.job_id))
 
 
 def _fail(work: Preprocessing, message: str) -> None:

@@ -19,7 +19,7 @@ from celery import Celery, signals
 
 from shared.jobs import JobStore
 from shared.store import key
-from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app
+from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app, task_message
 from workers.runtime import services
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ class LostMessageSweep:
             for job_id in self._missing(candidates, queue):
                 log.warning("job %s: its message to %s was lost with a worker; sending it again", job_id, queue)
                 self.jobs.update(job_id, stage="queued again: a worker crashed holding its message")
-                self.jobs.sending(job_id, queue)
-                self.app.send_task(EXECUTE_TASK, args=[job_id], queue=queue, task_id=job_id, ignore_result=True)
+                self.jobs.sending(job_id, queue, task_message(self.app, EXECUTE_TASK, [job_id], queue, job_id))
                 resent.append(job_id)
         return resent
 

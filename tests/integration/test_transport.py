@@ -24,17 +24,14 @@ def test_a_message_published_into_a_pipeline_reaches_its_queue_only_with_the_pip
     import redis
 
     from shared.settings import get_settings
-    from workers.celery_app import EXECUTE_TASK, NO_DECLARE, app
-    from workers.transport import publishing_into
+    from workers.celery_app import EXECUTE_TASK, app, task_message
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     queue_key = f"{settings.redis_prefix}llm.simple"
     with client.pipeline() as pipe:
         pipe.set(f"{settings.redis_prefix}probe", "1")
-        with publishing_into(pipe):
-            app.send_task(EXECUTE_TASK, args=["job-1"], queue="llm.simple", task_id="job-1", ignore_result=True,
-                          declare=NO_DECLARE)
+        task_message(app, EXECUTE_TASK, ["job-1"], "llm.simple", "job-1")(pipe)
         assert client.llen(queue_key) == 0  # held in the pipeline, not sent
         pipe.execute()
     [raw] = client.lrange(queue_key, 0, -1)
