@@ -139,7 +139,6 @@ def test_a_lone_user_turn_goes_on_the_wire_as_that_turn(wire: Wire) -> None:
         assert body["systemInstruction"]["parts"] == [{"text": SYSTEM}]
 
 
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_gemini_thoughts_are_billed_as_output_but_left_out_of_the_answer(stream: bool) -> None:
     with serving("google", API_KEY) as (server, provider):

@@ -139,11 +139,12 @@ def _message(m: Message) -> dict[str, Any]:
 def _tool_call(call: dict[str, Any]) -> ToolCall:
     """A function tool call from the response; arguments that are not a JSON object are kept raw."""
     function = call["function"]
+    named = {"id": call.get("id") or "", "name": function.get("name") or ""}
     raw = function.get("arguments") or ""
     try:
         arguments = json.loads(raw) if raw else {}
     except ValueError:
         arguments = None
     if isinstance(arguments, dict):
-        return ToolCall(id=call.get("id") or "", name=function.get("name") or "", arguments=arguments)
-    return ToolCall(id=call.get("id") or "", name=function.get("name") or "", raw_arguments=raw)
+        return ToolCall(**named, arguments=arguments)
+    return ToolCall(**named, raw_arguments=raw)
