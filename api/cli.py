@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from shared.heap import freeze_startup_heap
 from shared.settings import ConfigError, Settings, get_settings
 
 console = Console(stderr=False, highlight=False)
@@ -516,7 +517,9 @@ def _serve(args: argparse.Namespace) -> int:
     with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
         from api.app import create_app
 
-        uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
+        app = create_app(settings)
+        freeze_startup_heap()
+        uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
                     access_log=settings.api_access_log)
     return 0
 

@@ -10,6 +10,7 @@ from celery import Celery, signals
 from kombu import Queue
 from redis.client import Pipeline
 
+from shared.heap import freeze_startup_heap
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 from workers.events import FlushEvents
@@ -101,3 +102,9 @@ def _quiet_per_task_lines(loglevel: int, **_: Any) -> None:
 @signals.worker_init.connect
 def _prepare_provider_adapters(**_: Any) -> None:
     prepare_adapters(get_settings())
+
+
+@signals.worker_ready.connect  # a worker process started from the command line, once its consumer is up
+@signals.worker_process_init.connect  # each child of a prefork pool
+def _freeze_startup_heap(**_: Any) -> None:
+    freeze_startup_heap()
