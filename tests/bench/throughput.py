@@ -6,6 +6,8 @@
 2. Jobs one LLM worker process keeps in flight when the provider takes 1 s per call.
 3. The latency a chat completion through the orchestrator adds over calling the provider server directly
    (sequential, the official openai client both ways, each pair back to back; the median of the differences).
+   For reference, a bare Celery no-op task's round trip, one at a time: every call through the orchestrator makes
+   one, so it is the floor under the added latency.
 
 Everything (client, API, worker, Redis, provider) shares this machine's cores. The worker's CPU per job beside the
 no-op worker's CPU per task shows where the ratio comes from on a machine whose speed drifts between runs.
@@ -109,15 +111,20 @@ def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: st
         stop(process)
 
 
-def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]:
-    """No-op tasks per second, and the worker's CPU milliseconds per task."""
+def noop_worker(url: str, env: dict[str, str]) -> subprocess.Popen:
     process = spawn("noop", [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", "noop", "-P", "threads",
                              "-c", "32", "-E", "--loglevel", "INFO"], env | {"BENCH_REDIS_URL": url},
                     cwd=ROOT / "tests" / "bench")
+    wait_log("noop", b"ready.")
+    sys.path.insert(0, str(ROOT / "tests" / "bench"))
+    os.environ["BENCH_REDIS_URL"] = url
+    return process
+
+
+def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]:
+    """No-op tasks per second, and the worker's CPU milliseconds per task."""
+    process = noop_worker(url, env)
     try:
-        wait_log("noop", b"ready.")
-        sys.path.insert(0, str(ROOT / "tests" / "bench"))
-        os.environ["BENCH_REDIS_URL"] = url
         from noop_app import noop
 
         cpu, started = cpu_seconds(process), time.perf_counter()
@@ -126,6 +133,24 @@ def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]
         for result in results:
             result.get(timeout=120)
         return JOBS / (time.perf_counter() - started), (cpu_seconds(process) - cpu) * 1000 / JOBS
+    finally:
+        stop(process)
+
+
+def celery_noop_round_trip(url: str, env: dict[str, str]) -> float:
+    """Median milliseconds of a bare Celery no-op task sent and its result read, one at a time: the floor under the
+    orchestrator's added latency, which runs every call through Celery."""
+    process = noop_worker(url, env)
+    try:
+        from noop_app import noop
+
+        samples = []
+        for i in range(530):
+            started = time.perf_counter()
+            noop.apply_async(queue="noop").get(timeout=10)
+            if i >= 30:  # warm-up
+                samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
     finally:
         stop(process)
 
@@ -210,6 +235,7 @@ def main() -> None:
             (noop, noop_cpu_ms), (jobs, job_cpu_ms) = overall(noop_runs), overall(job_runs)
             peak = in_flight(base, client, env, wire)
             latency = added_latency(base, env, wire)
+            noop_round_trip_ms = celery_noop_round_trip(url, env)
         finally:
             stop(api)
     for server in wire.values():
@@ -228,10 +254,12 @@ def main() -> None:
     table.add_row("chat completion through the orchestrator (median / p99 ms)",
                   f"{latency['routed_ms_p50']:.2f} / {latency['routed_ms_p99']:.2f}")
     table.add_row("added latency (median of the pairs' differences, ms)", f"{latency['added_latency_ms_p50']:.2f}")
+    table.add_row("bare Celery no-op round trip, for reference (median ms)", f"{noop_round_trip_ms:.2f}")
     Console().print(table)
     print(json.dumps({"jobs_per_s": round(jobs, 1), "celery_noop_per_s": round(noop, 1),
                       "ratio": round(jobs / noop, 3), "in_flight_per_worker": peak,
                       **{key: round(value, 2) for key, value in latency.items()},
+                      "celery_noop_round_trip_ms_p50": round(noop_round_trip_ms, 2),
                       "worker_cpu_ms_per_job": round(job_cpu_ms, 2),
                       "noop_worker_cpu_ms_per_task": round(noop_cpu_ms, 2)}))
 
