@@ -29,6 +29,10 @@ Anthropic `tool_result` blocks, Gemini `functionResponse` parts (`{"error": ...}
 results only as the server parsed them, so an echo proves the adapter wrote them where the provider looks. Names are
 taken from the function response (Gemini) or from the assistant turn that made the call (OpenAI, Anthropic).
 
+Output cap (text answers, streamed or not): a text longer than the request's cap in words (OpenAI
+`max_completion_tokens` or `max_tokens`, Anthropic `max_tokens`, Gemini `generationConfig.maxOutputTokens`) is cut to
+its first `cap` words and ends with the provider's length reason (`"length"`, `"max_tokens"`, `"MAX_TOKENS"`).
+
 Standalone: `python -m tests.wire.servers openai --port 8900` serves until killed.
 """
 
@@ -111,12 +115,14 @@ class RecordedRequest:
 
 @dataclass(frozen=True)
 class Answer:
-    """A resolved `Reply`: the text, its streaming deltas, usage (None = leave usage out) and tool calls."""
+    """A resolved `Reply`: the text, its streaming deltas, usage (None = leave usage out), tool calls, and whether
+    the text was cut at the request's output cap."""
 
     text: str
     input_tokens: int | None
     output_tokens: int | None
     tool_calls: Sequence[ScriptedCall] = ()
+    truncated: bool = False
 
     @property
     def deltas(self) -> list[str]:
@@ -144,6 +150,11 @@ def _dicts(items: Any) -> list[dict[str, Any]]:
 
 def _arguments_json(arguments: dict[str, Any] | str) -> str:
     return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _cap(*values: Any) -> int | None:
+    """The first integer among a request's output-cap fields; None (no cap, no truncation) when there is none."""
+    return next((v for v in values if isinstance(v, int) and not isinstance(v, bool)), None)
 
 
 class Exchange:
@@ -373,8 +384,14 @@ class WireServer:
 
     @staticmethod
     def _answer(
-        reply: Reply, model: str, texts: list[str], last_user: str, results: Sequence[ToolResult] = ()
+        reply: Reply,
+        model: str,
+        texts: list[str],
+        last_user: str,
+        results: Sequence[ToolResult] = (),
+        cap: int | None = None,
     ) -> Answer:
+        """`cap` cuts a text answer to its first `cap` words, so the default output usage is the cap itself."""
         if reply.respond is not None:
             text = reply.respond(list(results))
         elif reply.text is not None:
@@ -382,13 +399,16 @@ class WireServer:
         else:
             text = "" if reply.tool_calls else f"[{model}] " + last_user[:80]
         calls = tuple(reply.tool_calls)
+        truncated = cap is not None and not calls and words(text) > cap
+        if truncated:
+            text = " ".join(text.split()[:cap])
         if not reply.usage:
-            return Answer(text, None, None, calls)
+            return Answer(text, None, None, calls, truncated)
         input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
         output_tokens = reply.output_tokens
         if output_tokens is None:
             output_tokens = words(text) + sum(words(f"{name} {_arguments_json(args)}") for name, args in calls)
-        return Answer(text, input_tokens, output_tokens, calls)
+        return Answer(text, input_tokens, output_tokens, calls, truncated)
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
@@ -449,7 +469,8 @@ class OpenAIWireServer(WireServer):
         messages = body["messages"]
         texts = [t for m in messages for t in _texts(m.get("content"))]
         users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages))
+        cap = _cap(body.get("max_completion_tokens"), body.get("max_tokens"))
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages), cap)
         usage = (
             None
             if answer.input_tokens is None
@@ -479,7 +500,7 @@ class OpenAIWireServer(WireServer):
                         "index": 0,
                         "message": message,
                         "logprobs": None,
-                        "finish_reason": "tool_calls" if answer.tool_calls else "stop",
+                        "finish_reason": "tool_calls" if answer.tool_calls else self._finish(answer),
                     }
                 ],
             }
@@ -488,6 +509,10 @@ class OpenAIWireServer(WireServer):
             return ex.json(200, payload)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and usage is not None
         ex.sse(self._stream(ident, created, model, answer, usage if include_usage else None, include_usage))
+
+    @staticmethod
+    def _finish(answer: Answer) -> str:
+        return "length" if answer.truncated else "stop"
 
     @staticmethod
     def _tool_results(messages: list[Any]) -> list[ToolResult]:
@@ -502,9 +527,9 @@ class OpenAIWireServer(WireServer):
             for m in messages if m.get("role") == "tool"
         ]
 
-    @staticmethod
+    @classmethod
     def _stream(
-        ident: str, created: int, model: str, answer: Answer, usage: dict[str, int] | None, with_usage_key: bool
+        cls, ident: str, created: int, model: str, answer: Answer, usage: dict[str, int] | None, with_usage_key: bool
     ) -> Iterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             payload: dict[str, Any] = {
@@ -521,7 +546,7 @@ class OpenAIWireServer(WireServer):
         yield _sse_data(chunk({"role": "assistant", "content": ""}, None))
         for delta in answer.deltas:
             yield _sse_data(chunk({"content": delta}, None))
-        yield _sse_data(chunk({}, "stop"))
+        yield _sse_data(chunk({}, cls._finish(answer)))
         if usage is not None:
             yield _sse_data(
                 {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
@@ -564,7 +589,8 @@ class AnthropicWireServer(WireServer):
         messages = body["messages"]
         texts = _texts(body.get("system")) + [t for m in messages for t in _texts(m.get("content"))]
         users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages))
+        cap = _cap(body["max_tokens"])
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages), cap)
         ident = self._next_id("msg_wire")
         content = [{"type": "text", "text": answer.text}] if answer.text or not answer.tool_calls else []
         content += [
@@ -577,7 +603,7 @@ class AnthropicWireServer(WireServer):
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": "tool_use" if answer.tool_calls else "end_turn",
+            "stop_reason": "tool_use" if answer.tool_calls else self._finish(answer),
             "stop_sequence": None,
         }
         if answer.input_tokens is not None:
@@ -585,6 +611,10 @@ class AnthropicWireServer(WireServer):
         if not body.get("stream"):
             return ex.json(200, message)
         ex.sse(self._stream(message, answer))
+
+    @staticmethod
+    def _finish(answer: Answer) -> str:
+        return "max_tokens" if answer.truncated else "end_turn"
 
     @staticmethod
     def _tool_results(messages: list[Any]) -> list[ToolResult]:
@@ -597,8 +627,8 @@ class AnthropicWireServer(WireServer):
             for block in blocks if block.get("type") == "tool_result"
         ]
 
-    @staticmethod
-    def _stream(message: dict[str, Any], answer: Answer) -> Iterator[str]:
+    @classmethod
+    def _stream(cls, message: dict[str, Any], answer: Answer) -> Iterator[str]:
         start = {**message, "content": [], "stop_reason": None}
         if answer.input_tokens is not None:
             start["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": 1}
@@ -612,7 +642,9 @@ class AnthropicWireServer(WireServer):
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}},
             )
         yield _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        final: dict[str, Any] = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        final: dict[str, Any] = {
+            "type": "message_delta", "delta": {"stop_reason": cls._finish(answer), "stop_sequence": None}
+        }
         if answer.output_tokens is not None:
             final["usage"] = {"output_tokens": answer.output_tokens}
         yield _sse_event("message_delta", final)
@@ -667,7 +699,8 @@ class GeminiWireServer(WireServer):
         system = (body.get("systemInstruction") or {}).get("parts")
         texts = _texts(system) + [t for c in contents for t in _texts(c.get("parts"))]
         users = [" ".join(_texts(c.get("parts"))) for c in contents if c.get("role", "user") == "user"]
-        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(contents))
+        cap = _cap((body.get("generationConfig") or {}).get("maxOutputTokens"))
+        answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(contents), cap)
         usage = (
             None
             if answer.input_tokens is None
@@ -684,9 +717,13 @@ class GeminiWireServer(WireServer):
             calls = [{"name": name, "args": args} for name, args in answer.tool_calls]
             if self.call_ids:
                 calls = [{"id": self._next_id("fc-wire-"), **call} for call in calls]
-            payload = self._chunk(answer.text, "STOP", usage, model, response_id, calls, self.thinking)
+            payload = self._chunk(answer.text, self._finish(answer), usage, model, response_id, calls, self.thinking)
             return ex.json(200, payload)
         ex.sse(self._stream(answer, usage, model, response_id))
+
+    @staticmethod
+    def _finish(answer: Answer) -> str:
+        return "MAX_TOKENS" if answer.truncated else "STOP"
 
     @staticmethod
     def _tool_results(contents: list[Any]) -> list[ToolResult]:
@@ -730,9 +767,10 @@ class GeminiWireServer(WireServer):
         deltas = answer.deltas or [""]
         # Like the real API: every chunk has the prompt count, the last one the full usage and the finish reason.
         partial = None if usage is None else {"promptTokenCount": usage["promptTokenCount"]}
+        finish = self._finish(answer)
         for i, delta in enumerate(deltas):
             last = i == len(deltas) - 1
-            chunk = self._chunk(delta, "STOP" if last else None, usage if last else partial, model, response_id,
+            chunk = self._chunk(delta, finish if last else None, usage if last else partial, model, response_id,
                                 thought=self.thinking if i == 0 else "")
             yield f"data: {json.dumps(chunk)}\r\n\r\n"
 
