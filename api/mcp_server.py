@@ -36,6 +36,7 @@ from shared.auth import ApiKey, BudgetExhausted, KeyStore
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
 from shared.prompts import system_prompt, user_prompt
+from shared.providers.base import StopReason, stop_reason
 from shared.routing import PlanningError
 from shared.services.manager import ServiceManager
 from shared.services.models import ServiceState, ToolResult
@@ -55,6 +56,7 @@ class JobResult(BaseModel):
     stage: str
     progress: float
     result: str | None
+    stop_reason: StopReason | None = None
     model: str | None
     usage: Usage | None
     cost_usd: float | None
@@ -69,8 +71,8 @@ class JobResult(BaseModel):
     def of(cls, record: JobRecord) -> JobResult:
         return cls(
             id=record.id, status=record.status, stage=record.stage, progress=record.progress, result=record.result,
-            model=record.model_used or record.plan.model, usage=record.usage, cost_usd=record.cost_usd,
-            baseline_cost_usd=record.baseline_cost_usd, savings_usd=record.savings_usd,
+            stop_reason=record.stop_reason, model=record.model_used or record.plan.model, usage=record.usage,
+            cost_usd=record.cost_usd, baseline_cost_usd=record.baseline_cost_usd, savings_usd=record.savings_usd,
             savings_pct=record.savings_pct, error=record.error,
             document_tokens_sent=record.document.sent_tokens if record.document else None,
             document_tokens_saved=record.document.tokens_saved if record.document else None,
@@ -270,7 +272,8 @@ async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobRe
         id=new_job_id(), status=JobStatus.succeeded, stage="done", progress=1.0, queue="mcp-host",
         created_at=started, started_at=started, finished_at=time.time(),
         input=JobInput(request=job.request, context=job.context, options=job.options),
-        analysis=analysis, plan=plan, result=text, model_used=answer.model, provider_used=HOST_PROVIDER,
+        analysis=analysis, plan=plan, result=text, stop_reason=stop_reason(answer.stop_reason), model_used=answer.model,
+        provider_used=HOST_PROVIDER,
         usage=Usage(input_tokens=0, output_tokens=0, reported_by_provider=False), cost_usd=0.0,
         baseline_cost_usd=plan.baseline.cost_usd, savings_usd=plan.baseline.cost_usd, savings_pct=100.0,
     )

@@ -4,7 +4,9 @@ Any OpenAI client works by pointing its base URL here. `model: "auto"` lets the 
 model name is honoured (or refused with the reason). The conversation maps onto the orchestrator's request: the
 last user message is the request, system messages and earlier turns become context. With `stream: true` the
 worker streams the provider's answer and relays each piece through Redis; the pieces go out as OpenAI chunks.
-The chosen model, the job and the cost and savings are in `x-orchestrator-*` response headers.
+The chosen model, the job and the cost and savings are in `x-orchestrator-*` response headers. An answer cut at
+the output cap finishes with `length`, as OpenAI's do; parameters that ask for more than one plain-text choice
+(`n` > 1, `tools`, `functions`, `logprobs`, a JSON `response_format`) are refused with `unsupported_parameter`.
 """
 
 from __future__ import annotations
@@ -55,15 +57,30 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
+    n: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+    def unsupported(self) -> str | None:
+        """The first parameter asking for what one plain-text answer cannot give (several choices, calls of the
+        caller's tools, log-probabilities, a JSON format). Refused by name rather than dropped: a client relying on
+        it would otherwise take the answer for what it asked for."""
+        asked = {"n": (self.n or 1) > 1, "tools": bool(self.tools), "functions": bool(self.functions),
+                 "logprobs": bool(self.logprobs),
+                 "response_format": (self.response_format or {}).get("type", "text") != "text"}
+        return next((name for name, given in asked.items() if given), None)
 
 
 class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": None, "code": self.code}}
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, self.status)
 
 
@@ -120,6 +137,9 @@ def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
     """OpenAI chat completions, served by the orchestrator's choice of model (or the one named).
 
     A plain def: submitting and waiting run in one worker thread, one hop from the event loop instead of two."""
+    if (param := chat.unsupported()) is not None:
+        return OpenAIError(400, f"{param} is not supported: the orchestrator answers with one plain-text choice",
+                           code="unsupported_parameter", param=param).response()
     state = request.app.state
     settings, celery = state.settings, state.celery
     store = JobStore(settings)
@@ -151,7 +171,7 @@ def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
         "created": int(finished.created_at),
         "model": finished.model_used,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": finished.result},
-                     "finish_reason": "stop", "logprobs": None}],
+                     "finish_reason": finished.stop_reason or "stop", "logprobs": None}],
         "usage": _usage(finished),
     }, headers=_headers(finished))
 
@@ -190,7 +210,7 @@ def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator
         return
     if not sent and final.result:  # answered from the cache: nothing was streamed
         yield event({"content": final.result})
-    yield event({}, "stop")
+    yield event({}, final.stop_reason or "stop")
     if include_usage:
         yield f"data: {json.dumps(base | {'choices': [], 'usage': _usage(final)})}\n\n"
     yield "data: [DONE]\n\n"

@@ -21,6 +21,7 @@ from pydantic_core import to_json
 
 from shared.analysis import Analysis, RequestOptions
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
+from shared.providers.base import StopReason
 from shared.routing import Plan
 from shared.services.models import ToolCallRecord
 from shared.services.selection import ServiceSelection
@@ -110,6 +111,7 @@ class JobRecord(BaseModel):
     analysis: Analysis
     plan: Plan
     result: str | None = None
+    stop_reason: StopReason | None = Field(None, description="stop, length (cut at the output cap) or content_filter.")
     model_used: str | None = None
     provider_used: str | None = None
     usage: Usage | None = None

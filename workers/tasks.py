@@ -88,6 +88,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             record,
             status=JobStatus.succeeded,
             result=completion.text,
+            stop_reason=completion.stop_reason,
             model_used=served.model,
             provider_used=served.provider,
             cache_hit=served.cache_hit,

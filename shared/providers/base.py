@@ -57,16 +57,37 @@ class ProviderRequest(BaseModel):
     tools: list[ToolSpec] = []
 
 
+#: Why an answer ended, in the words OpenAI's clients check: a whole answer, one cut at the output cap, one withheld.
+StopReason = Literal["stop", "length", "content_filter"]
+_CUT_AT_CAP = frozenset({"length", "max_tokens", "MAX_TOKENS", "maxTokens", "model_context_window_exceeded"})
+_WITHHELD = frozenset({"content_filter", "refusal", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+                       "IMAGE_SAFETY"})
+
+
+def stop_reason(finish_reason: str | None) -> StopReason:
+    """A provider's (or an MCP host's) own reason in every provider's same words, so a client learns that an answer
+    was cut short whoever wrote it."""
+    if finish_reason in _CUT_AT_CAP:
+        return "length"
+    if finish_reason in _WITHHELD:
+        return "content_filter"
+    return "stop"
+
+
 class Completion(BaseModel):
     text: str
     input_tokens: int
     output_tokens: int
     model: str
-    finish_reason: str | None = None
+    finish_reason: str | None = Field(None, description="The provider's own reason, as it gave it.")
     tool_calls: list[ToolCall] = []
     usage_reported: bool = Field(
         True, description="False when the provider gave no usage and the counts are local estimates."
     )
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return stop_reason(self.finish_reason)
 
 
 def completion(

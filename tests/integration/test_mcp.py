@@ -140,7 +140,7 @@ def test_the_hosts_model_serves_through_sampling_at_zero_cost(redis_env, provide
 
     async def sampling(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
         asked.append(params)
-        return types.CreateMessageResult(role="assistant", model="host-model-1",
+        return types.CreateMessageResult(role="assistant", model="host-model-1", stop_reason="maxTokens",
                                          content=types.TextContent(type="text", text="Paris, said the host."))
 
     async def main():
@@ -155,6 +155,7 @@ def test_the_hosts_model_serves_through_sampling_at_zero_cost(redis_env, provide
     body = answer.structured_content
     assert body["result"] == "Paris, said the host." and body["model"] == "host-model-1"
     assert body["cost_usd"] == 0 and body["savings_pct"] == 100
+    assert body["stop_reason"] == "length"  # the host's own reason, in the providers' words
     assert asked[0].model_preferences.hints[0].name == "gemini-2.0-flash"  # the planned model, as a hint
     assert asked[0].messages[0].content.text == QUESTION
     report = metrics.structured_content

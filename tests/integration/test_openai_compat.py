@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import openai
 import pytest
+import redis
 
-from shared.settings import load_settings
+from shared.settings import get_settings, load_settings
 
 
 @pytest.fixture
@@ -67,3 +68,38 @@ def test_streaming_relays_the_providers_pieces(client, start_worker, wire_server
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert wire_servers["google"].requests[-1].path.endswith(":streamGenerateContent?alt=sse")
+
+
+def test_an_answer_cut_at_max_tokens_finishes_with_length(client, start_worker, wire_servers):
+    start_worker()
+    completion = client.chat.completions.create(
+        model="auto", max_tokens=3, messages=[{"role": "user", "content": "What is the capital of Peru?"}])
+    assert completion.choices[0].message.content == "[gemini-2.0-flash] What is"
+    assert completion.choices[0].finish_reason == "length" and completion.usage.completion_tokens == 3
+    chunks = list(client.chat.completions.create(
+        model="claude-3-5-haiku-20241022", max_tokens=2, stream=True,
+        messages=[{"role": "user", "content": "What is the capital of Chile?"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[claude-3-5-haiku-20241022] What"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+
+
+@pytest.mark.parametrize(("asked", "param"), [
+    ({"n": 2}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]},
+     "tools"),
+    ({"logprobs": True}, "logprobs"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+])
+def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env, asked, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], **asked)
+    assert error.value.code == "unsupported_parameter" and error.value.param == param
+    assert param in error.value.message
+    assert redis.Redis.from_url(redis_env).keys(f"{get_settings().redis_prefix}job:*") == []  # nothing submitted
+
+
+def test_the_default_of_a_refusable_parameter_is_served(client, start_worker):
+    start_worker()
+    completion = client.chat.completions.create(model="auto", n=1, logprobs=False, response_format={"type": "text"},
+                                                messages=[{"role": "user", "content": "Define entropy"}])
+    assert completion.choices[0].message.content == "[gemini-2.0-flash] Define entropy"
