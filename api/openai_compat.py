@@ -57,19 +57,25 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
+    stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
     def unsupported(self) -> str | None:
         """The first parameter asking for what one plain-text answer cannot give (several choices, calls of the
-        caller's tools, log-probabilities, a JSON format). Refused by name rather than dropped: a client relying on
-        it would otherwise take the answer for what it asked for."""
-        asked = {"n": (self.n or 1) > 1, "tools": bool(self.tools), "functions": bool(self.functions),
-                 "logprobs": bool(self.logprobs),
-                 "response_format": (self.response_format or {}).get("type", "text") != "text"}
+        caller's tools, log-probabilities, a JSON format, audio). Refused by name rather than dropped: a client
+        relying on it would otherwise take the answer for what it asked for."""
+        asked = {"n": (self.n or 1) > 1, "tools": bool(self.tools) and self.tool_choice != "none",
+                 "functions": bool(self.functions), "logprobs": bool(self.logprobs),
+                 "response_format": ((self.response_format or {}).get("type") or "text") != "text",
+                 "modalities": any(modality != "text" for modality in self.modalities or ()),
+                 "audio": self.audio is not None}
         return next((name for name, given in asked.items() if given), None)
 
 
@@ -97,13 +103,17 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     if history:
         context["conversation"] = "\n".join(history)
     options: dict[str, Any] = {"max_tokens": chat.max_completion_tokens or chat.max_tokens,
-                               "temperature": chat.temperature}
+                               "temperature": chat.temperature,
+                               "stop": [chat.stop] if isinstance(chat.stop, str) else chat.stop or []}
     if chat.model != AUTO:
         options["preferred_models"] = [chat.model]
     try:
         return JobRequest(request=chat.messages[last].text or " ", context=context, options=options)
     except ValidationError as error:
-        raise OpenAIError(400, str(error.errors()[0]["msg"])) from None
+        first = error.errors()[0]
+        where = first["loc"]
+        message = f"{'.'.join(map(str, where))}: {first['msg']}" if where else first["msg"]
+        raise OpenAIError(400, message, param=str(where[-1]) if where else None) from None
 
 
 def _headers(record: JobRecord) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +38,8 @@ class RequestOptions(BaseModel):
     min_context_window: int | None = Field(None, gt=0, description="Only models with at least this window.")
     tier: Tier | None = Field(None, description="Force a complexity tier instead of the analysed one.")
     temperature: float | None = Field(None, ge=0, le=2)
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=4, description="Up to 4 sequences that end the answer where they appear.")
     cache: bool = Field(True, description="Answer from the exact-match response cache when possible.")
     strategy: Literal["auto", "extractive", "hierarchical", "semantic", "hybrid"] | None = Field(
         None, description="How to compress a document that does not fit the model (default: configured, auto)."

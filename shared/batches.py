@@ -124,6 +124,7 @@ def result_line(item: BatchItem, record: JobRecord | None) -> str:
         "job_id": record.id,
         "status": record.status,
         "result": record.result,
+        "stop_reason": record.stop_reason,
         "model": record.model_used,
         "input_tokens": record.usage.input_tokens if record.usage else None,
         "output_tokens": record.usage.output_tokens if record.usage else None,

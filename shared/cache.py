@@ -30,6 +30,7 @@ def cache_key(model: str, request: ProviderRequest) -> str:
             "messages": [[m.role, normalise(m.content)] for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
+            **({"stop": request.stop} if request.stop else {}),  # keys cached before stop sequences still match
         },
         separators=(",", ":"),
         ensure_ascii=False,

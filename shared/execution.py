@@ -66,6 +66,7 @@ def provider_request(
         messages=[Message(role="user", content=user_prompt(job.request, job.context, document)), *turns],
         max_tokens=min(record.plan.max_output_tokens, spec.max_output_tokens),
         temperature=job.options.temperature,
+        stop=job.options.stop,
         timeout_s=settings.provider_timeout_seconds,
         tools=list(tools),
     )

@@ -1,4 +1,5 @@
-"""The output-token cap, through the three adapters' real SDKs, against local servers that speak each wire format.
+"""Where an answer ends (the output-token cap, stop sequences, a refusal), through the three adapters' real SDKs,
+against local servers that speak each wire format.
 
 A real provider cuts an answer that reaches the request's cap and says so in its own words; the wire servers do the
 same (counting words as tokens), so what is checked is that each adapter sends the cap where its provider reads it
@@ -11,12 +12,11 @@ import openai
 import pytest
 
 from shared.providers.base import Completion, Message, ProviderRequest, stop_reason
-from tests.test_provider_tools import TOOL_FINISH, WEATHER
-from tests.test_providers import API_KEY, STOP, Wire
-from tests.wire.adapters import MODELS, wire_fixtures
+from tests.test_provider_tools import WEATHER
+from tests.test_providers import API_KEY, Wire
+from tests.wire.adapters import LENGTH, MODELS, STOP, TOOL_FINISH, serving, wire_fixtures
 from tests.wire.servers import OpenAIWireServer, Reply
 
-LENGTH = {"openai": "length", "anthropic": "max_tokens", "google": "MAX_TOKENS"}
 SEVEN = "one two three four five six seven"
 INPUT_WORDS = 13  # system + messages of `Wire.request()`: 3 + 5 + 1 + 4
 
@@ -134,3 +134,30 @@ def test_the_request_messages_are_untouched_by_the_cap(wire: Wire) -> None:
 def test_other_reasons_in_the_same_words(given: str | None, neutral: str) -> None:
     """Gemini's and OpenAI's withheld answers, and an MCP host's sampling reasons."""
     assert stop_reason(given) == neutral
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_a_prompt_gemini_blocks_is_an_empty_answer_withheld(stream: bool) -> None:
+    with serving("google", API_KEY) as (server, provider):
+        server.blocked = "SAFETY"
+        case = Wire("google", server, provider)
+        _, completion = _answer(case, case.request(), stream)
+    assert (completion.text, completion.finish_reason, completion.stop_reason) == ("", "SAFETY", "content_filter")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_stop_sequences_go_where_each_provider_reads_them(wire: Wire, stream: bool) -> None:
+    wire.server.push(Reply(text=SEVEN))
+    _answer(wire, wire.request(stop=["four", "\n\n"]), stream)
+    [sent] = wire.server.requests
+    where = {"openai": lambda body: body["stop"], "anthropic": lambda body: body["stop_sequences"],
+             "google": lambda body: body["generationConfig"]["stopSequences"]}[wire.kind]
+    assert where(sent.body) == ["four", "\n\n"]
+
+
+def test_no_stop_sequences_send_no_field(wire: Wire) -> None:
+    wire.server.push(Reply(text=SEVEN))
+    wire.provider.complete(wire.request())
+    [sent] = wire.server.requests
+    assert not {"stop", "stop_sequences"} & set(sent.body)
+    assert "stopSequences" not in sent.body.get("generationConfig", {})

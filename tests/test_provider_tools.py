@@ -15,7 +15,7 @@ from shared.providers.base import Completion, Message, ProviderRequest, ToolSpec
 from shared.providers.google_provider import GoogleProvider
 from shared.providers.openai_provider import OpenAIProvider
 from shared.tokens import count_tokens
-from tests.wire.adapters import WireCase, wire_fixtures
+from tests.wire.adapters import TOOL_FINISH, WireCase, wire_fixtures
 from tests.wire.servers import (
     GeminiWireServer,
     OpenAIWireServer,
@@ -24,7 +24,6 @@ from tests.wire.servers import (
 )
 
 API_KEY = "sk-test-tools-0123456789"
-TOOL_FINISH = {"openai": "tool_calls", "anthropic": "tool_use", "google": "STOP"}
 
 WEATHER_SCHEMA = {
     "type": "object",

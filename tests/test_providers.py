@@ -20,12 +20,11 @@ import pytest
 from shared.providers.base import Completion, Message, ProviderError, ProviderRequest
 from shared.settings import load_settings
 from shared.tokens import count_tokens
-from tests.wire.adapters import WireCase, adapter, serving, wire_fixtures
+from tests.wire.adapters import STOP, WireCase, adapter, serving, wire_fixtures
 from tests.wire.servers import Fail, OpenAIWireServer, Reply
 
 API_KEY = "sk-test-5ecr3t-k3y-0123456789"
 SYSTEM = "You are terse."
-STOP = {"openai": "stop", "anthropic": "end_turn", "google": "STOP"}
 
 
 class Wire(WireCase):

@@ -104,7 +104,8 @@ def _prepare_provider_adapters(**_: Any) -> None:
     prepare_adapters(get_settings())
 
 
-@signals.worker_ready.connect  # a worker process started from the command line, once its consumer is up
-@signals.worker_process_init.connect  # each child of a prefork pool
+@signals.celeryd_after_setup.connect
 def _freeze_startup_heap(**_: Any) -> None:
+    """A worker started from the command line, its tasks and provider clients built, before its pool starts: a
+    prefork pool's children inherit the frozen heap and share its pages instead of copying them to collect."""
     freeze_startup_heap()

@@ -90,6 +90,8 @@ class AnthropicProvider:
         }
         if request.system:
             params["system"] = request.system
+        if request.stop:
+            params["stop_sequences"] = request.stop
         if request.temperature is not None:
             # anthropic 2.x dropped `temperature` from the typed signature; the API still accepts it.
             params["extra_body"] = {"temperature": request.temperature}

@@ -53,6 +53,7 @@ class ProviderRequest(BaseModel):
     messages: list[Message]
     max_tokens: int = 1024
     temperature: float | None = None
+    stop: list[str] = Field(default_factory=list, description="Sequences that end the answer.")
     timeout_s: float = 60.0
     tools: list[ToolSpec] = []
 
@@ -61,7 +62,7 @@ class ProviderRequest(BaseModel):
 StopReason = Literal["stop", "length", "content_filter"]
 _CUT_AT_CAP = frozenset({"length", "max_tokens", "MAX_TOKENS", "maxTokens", "model_context_window_exceeded"})
 _WITHHELD = frozenset({"content_filter", "refusal", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-                       "IMAGE_SAFETY"})
+                       "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"})
 
 
 def stop_reason(finish_reason: str | None) -> StopReason:

@@ -57,7 +57,8 @@ class GoogleProvider:
             answer = json.loads(response.sdk_http_response.body or "{}") if response.sdk_http_response else {}
         except Exception as exc:
             raise self._error(exc, request) from exc
-        candidates = answer.get("candidates") or [{}]
+        blocked = (answer.get("promptFeedback") or {}).get("blockReason")  # a refused prompt gets no candidate
+        candidates = answer.get("candidates") or [{"finishReason": blocked}]
         parts = (candidates[0].get("content") or {}).get("parts") or []
         text = "".join(part["text"] for part in parts if part.get("text") and not part.get("thought"))
         usage = answer.get("usageMetadata") or {}
@@ -109,6 +110,8 @@ class GoogleProvider:
             config["system_instruction"] = request.system
         if request.temperature is not None:
             config["temperature"] = request.temperature
+        if request.stop:
+            config["stop_sequences"] = request.stop
         if request.tools:
             config["tools"] = [{"function_declarations": [
                 {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
@@ -147,8 +150,9 @@ class GoogleProvider:
 
 def _text_and_finish(response: types.GenerateContentResponse) -> tuple[str, str | None]:
     """The answer text of the first candidate (thought parts excluded) and its finish reason."""
-    if not response.candidates:
-        return "", None
+    if not response.candidates:  # a blocked prompt: no candidate, only the reason
+        reason = response.prompt_feedback.block_reason if response.prompt_feedback else None
+        return "", (str(getattr(reason, "value", reason)) if reason is not None else None)
     candidate = response.candidates[0]
     parts = candidate.content.parts if candidate.content and candidate.content.parts else []
     text = "".join(part.text for part in parts if part.text and not part.thought)

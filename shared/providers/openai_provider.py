@@ -93,6 +93,8 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.stop:
+            params["stop"] = request.stop
         if request.tools:
             params["tools"] = [
                 {"type": "function",

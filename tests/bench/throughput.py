@@ -7,7 +7,7 @@
 3. The latency a chat completion through the orchestrator adds over calling the provider server directly
    (sequential, the official openai client both ways, each pair back to back; the median of the differences).
    For reference, a bare Celery no-op task's round trip, one at a time: every call through the orchestrator makes
-   one, so it is the floor under the added latency.
+   one Celery round trip.
 
 Everything (client, API, worker, Redis, provider) shares this machine's cores. The worker's CPU per job beside the
 no-op worker's CPU per task shows where the ratio comes from on a machine whose speed drifts between runs.
@@ -52,19 +52,21 @@ def spawn(name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT) 
                             stderr=subprocess.STDOUT)
 
 
-def wait_log(name: str, marker: bytes, timeout: float = 60) -> None:
+def wait_log(process: subprocess.Popen, name: str, marker: bytes, timeout: float = 60) -> subprocess.Popen:
+    """`process`, once its log shows `marker`; stopped, and an error raised, if that takes over `timeout`."""
     deadline = time.monotonic() + timeout
     while marker not in (LOGS / f"{name}.log").read_bytes():
         if time.monotonic() > deadline:
+            stop(process)
             raise TimeoutError(f"{name} did not start: {(LOGS / f'{name}.log').read_text()[-2000:]}")
         time.sleep(0.05)
+    return process
 
 
 def worker(name: str, env: dict[str, str], concurrency: int) -> subprocess.Popen:
     process = spawn(name, [sys.executable, "-m", "api.cli", "worker", "--queues", "llm.simple,llm.moderate,llm.complex",
                            "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"], env)
-    wait_log(name, b"ready.")
-    return process
+    return wait_log(process, name, b"ready.")
 
 
 def cpu_seconds(process: subprocess.Popen) -> float:
@@ -112,13 +114,11 @@ def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: st
 
 
 def noop_worker(url: str, env: dict[str, str]) -> subprocess.Popen:
+    os.environ["BENCH_REDIS_URL"] = url  # for this process's `noop_app`, imported from this script's folder
     process = spawn("noop", [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", "noop", "-P", "threads",
                              "-c", "32", "-E", "--loglevel", "INFO"], env | {"BENCH_REDIS_URL": url},
                     cwd=ROOT / "tests" / "bench")
-    wait_log("noop", b"ready.")
-    sys.path.insert(0, str(ROOT / "tests" / "bench"))
-    os.environ["BENCH_REDIS_URL"] = url
-    return process
+    return wait_log(process, "noop", b"ready.")
 
 
 def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]:
@@ -138,8 +138,9 @@ def celery_noop_per_second(url: str, env: dict[str, str]) -> tuple[float, float]
 
 
 def celery_noop_round_trip(url: str, env: dict[str, str]) -> float:
-    """Median milliseconds of a bare Celery no-op task sent and its result read, one at a time: the floor under the
-    orchestrator's added latency, which runs every call through Celery."""
+    """Median milliseconds of a bare Celery no-op task sent and its result read, one at a time: a reference for the
+    added latency, since every call through the orchestrator makes one Celery round trip (its answer read from the
+    job record rather than Celery's result backend)."""
     process = noop_worker(url, env)
     try:
         from noop_app import noop
@@ -224,7 +225,7 @@ def main() -> None:
         api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env)
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_log("api", b"Uvicorn running")
+            wait_log(api, "api", b"Uvicorn running")
             noop_runs, job_runs = [], []
             for round_ in range(ROUNDS):  # alternated (ABBA...), so the machine's drift weighs on both alike
                 if round_ % 2 == 0:

@@ -33,6 +33,7 @@ def test_a_500_item_batch_completes_with_correct_counts_and_ordered_results(api,
     items = [{"request": f"What is the capital of country number {i}?"} for i in range(500)]
     items[17] = {"request": ""}  # invalid: refused with its line number, the rest run
     items[42] = {"request": "hi", "options": {"preferred_models": ["gpt-9"]}}
+    items[99]["options"] = {"max_tokens": 3}  # its answer is cut, and its line says so
     accepted = api.post("/v1/batches", json={"items": items})
     assert accepted.status_code == 202
     body = accepted.json()
@@ -50,6 +51,7 @@ def test_a_500_item_batch_completes_with_correct_counts_and_ordered_results(api,
     assert lines[17]["status"] == "refused"
     for number in (1, 250, 500):
         assert lines[number - 1]["result"].endswith(f"country number {number - 1}?")
+    assert [lines[i]["stop_reason"] for i in (0, 99, 499)] == ["stop", "length", "stop"]
     assert sum(line.get("cost_usd") or 0 for line in lines) == pytest.approx(summary["cost_usd"])
 
 

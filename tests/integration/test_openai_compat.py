@@ -87,8 +87,12 @@ def test_an_answer_cut_at_max_tokens_finishes_with_length(client, start_worker, 
     ({"n": 2}, "n"),
     ({"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]},
      "tools"),
+    ({"functions": [{"name": "get_weather", "parameters": {"type": "object"}}], "function_call": "auto"}, "functions"),
     ({"logprobs": True}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}},
+     "response_format"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
 ])
 def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env, asked, param):
     with pytest.raises(openai.BadRequestError) as error:
@@ -100,6 +104,19 @@ def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env
 
 def test_the_default_of_a_refusable_parameter_is_served(client, start_worker):
     start_worker()
-    completion = client.chat.completions.create(model="auto", n=1, logprobs=False, response_format={"type": "text"},
-                                                messages=[{"role": "user", "content": "Define entropy"}])
-    assert completion.choices[0].message.content == "[gemini-2.0-flash] Define entropy"
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    for asked in ({"n": 1, "logprobs": False, "response_format": {"type": "text"}, "modalities": ["text"]},
+                  {"tools": []}, {"tools": tools, "tool_choice": "none"}):
+        completion = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "Define entropy"}], **asked)
+        assert completion.choices[0].message.content == "[gemini-2.0-flash] Define entropy"
+
+
+def test_stop_sequences_reach_the_provider(client, start_worker, wire_servers):
+    start_worker()
+    client.chat.completions.create(model="auto", stop="\n\n", messages=[{"role": "user", "content": "Define entropy"}])
+    assert wire_servers["google"].requests[-1].body["generationConfig"]["stopSequences"] == ["\n\n"]
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="auto", stop=["a", "b", "c", "d", "e"],
+                                       messages=[{"role": "user", "content": "Define entropy"}])
+    assert error.value.param == "stop" and "options.stop: List should have at most 4 items" in error.value.message

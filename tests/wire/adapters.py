@@ -16,6 +16,10 @@ from shared.providers.openai_provider import OpenAIProvider
 from tests.wire.servers import AnthropicWireServer, GeminiWireServer, OpenAIWireServer, WireServer
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "google": "gemini-2.0-flash"}
+# Each provider's own words for why an answer ended: a whole answer, one cut at the output cap, a call of tools.
+STOP = {"openai": "stop", "anthropic": "end_turn", "google": "STOP"}
+LENGTH = {"openai": "length", "anthropic": "max_tokens", "google": "MAX_TOKENS"}
+TOOL_FINISH = {"openai": "tool_calls", "anthropic": "tool_use", "google": "STOP"}
 CASES: dict[str, tuple[type[WireServer], type[Any]]] = {
     "openai": (OpenAIWireServer, OpenAIProvider),
     "anthropic": (AnthropicWireServer, AnthropicProvider),

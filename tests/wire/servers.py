@@ -654,7 +654,6 @@ class AnthropicWireServer(WireServer):
 class GeminiWireServer(WireServer):
     """`POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse` (Gemini Developer API)."""
 
-
     kind = "gemini"
     # google-genai 3.x defaults to api_version "v1"; the adapter pins "v1beta". Both are served.
     _ROUTE = re.compile(
@@ -676,6 +675,7 @@ class GeminiWireServer(WireServer):
         super().__init__(host, port)
         self.call_ids = call_ids  # give `functionCall`s an id, as newer models do; Gemini 2.x gives none
         self.thinking = ""  # a thinking model's thought part, sent before the answer and counted apart from it
+        self.blocked = ""  # a prompt-block reason: the answer is no candidate, only `promptFeedback`, as Gemini does
 
     def _model_of(self, ex: Exchange) -> str | None:
         match = self._ROUTE.match(ex.route)
@@ -713,6 +713,12 @@ class GeminiWireServer(WireServer):
         if usage is not None and self.thinking:
             usage["thoughtsTokenCount"] = words(self.thinking)
         response_id = self._next_id("wire-")
+        if self.blocked:
+            refusal = {"promptFeedback": {"blockReason": self.blocked}, "modelVersion": model,
+                       "responseId": response_id, "usageMetadata": {"promptTokenCount": answer.input_tokens or 0}}
+            if match["method"] == "generateContent":
+                return ex.json(200, refusal)
+            return ex.sse(iter([f"data: {json.dumps(refusal)}\r\n\r\n"]))
         if match["method"] == "generateContent":
             calls = [{"name": name, "args": args} for name, args in answer.tool_calls]
             if self.call_ids:
