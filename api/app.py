@@ -13,6 +13,8 @@ import anyio
 import redis
 from celery import Celery
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from kombu.exceptions import OperationalError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.batch_routes import router as batch_routes
 from api.mcp_server import create_mcp_server
+from api.openai_compat import CHAT_COMPLETIONS, invalid_chat_request
 from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
 from api.security import ApiKeyMiddleware, BodySizeLimit
@@ -114,6 +117,12 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.include_router(batch_routes)
     app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        if getattr(request.scope.get("route"), "path", None) == CHAT_COMPLETIONS:
+            return invalid_chat_request(error)  # OpenAI's clients read OpenAI's error format
+        return await request_validation_exception_handler(request, error)
 
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:

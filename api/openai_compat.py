@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,6 +28,7 @@ from shared.routing import PlanningError
 
 router = APIRouter(tags=["openai"])
 AUTO = "auto"
+CHAT_COMPLETIONS = "/v1/chat/completions"
 CHAT_WAIT_SECONDS = 600
 
 
@@ -79,15 +81,49 @@ class ChatCompletionRequest(BaseModel):
         return next((name for name, given in asked.items() if given), None)
 
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """OpenAI's error body, which its clients turn into typed exceptions."""
+
+    error: OpenAIErrorDetail
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorResponse, "description": description}
+    for code, description in {
+        400: "Invalid or unsupported request, or model not available", 429: "Rate limit or budget reached",
+        502: "The provider failed", 503: "No provider configured", 504: "No answer in time",
+    }.items()
+}
+
+
 class OpenAIError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
                  param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
+    @classmethod
+    def invalid(cls, error: Mapping[str, Any], param: str | None = None) -> OpenAIError:
+        """A validation error as OpenAI reports one: a 400 saying where the request went wrong."""
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        return cls(400, f"{where}: {error['msg']}" if where else error["msg"], param=param or where or None)
+
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, self.status)
+
+
+def invalid_chat_request(error: RequestValidationError) -> JSONResponse:
+    """A chat body that does not validate, as OpenAI answers one, so that OpenAI's clients raise `BadRequestError`
+    with the parameter instead of a bare 422 with FastAPI's `detail`."""
+    return OpenAIError.invalid(error.errors()[0]).response()
 
 
 def job_request(chat: ChatCompletionRequest) -> JobRequest:
@@ -109,11 +145,9 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
         options["preferred_models"] = [chat.model]
     try:
         return JobRequest(request=chat.messages[last].text or " ", context=context, options=options)
-    except ValidationError as error:
+    except ValidationError as error:  # the orchestrator's own limits, on options the chat body named otherwise
         first = error.errors()[0]
-        where = first["loc"]
-        message = f"{'.'.join(map(str, where))}: {first['msg']}" if where else first["msg"]
-        raise OpenAIError(400, message, param=str(where[-1]) if where else None) from None
+        raise OpenAIError.invalid(first, param=str(first["loc"][-1]) if first["loc"] else None) from None
 
 
 def _headers(record: JobRecord) -> dict[str, str]:
@@ -142,7 +176,7 @@ def _failure(record: JobRecord) -> OpenAIError:
                        "api_error", "timeout")
 
 
-@router.post("/v1/chat/completions")
+@router.post(CHAT_COMPLETIONS, responses=OPENAI_ERRORS)
 def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
     """OpenAI chat completions, served by the orchestrator's choice of model (or the one named).
 

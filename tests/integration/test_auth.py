@@ -118,8 +118,10 @@ def test_openai_clients_authenticate_with_the_key(secured, start_worker):
     answer = openai.OpenAI(base_url=base, api_key=secret, max_retries=0).chat.completions.create(
         model="auto", messages=[{"role": "user", "content": QUESTION}])
     assert answer.choices[0].message.content.startswith("[gemini-2.0-flash]")
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as refused:
         openai.OpenAI(base_url=base, api_key="orch_wrong", max_retries=0).models.list()
+    assert refused.value.code == "invalid_api_key" and refused.value.body["message"] == "invalid API key"
+    assert client().get("/v1/jobs/unknown").json()["detail"].startswith("missing API key")  # elsewhere, FastAPI's
 
 
 def test_provider_keys_appear_in_no_response_and_no_log(secured, start_worker, wire_servers, provider_env, tmp_path):

@@ -120,3 +120,21 @@ def test_stop_sequences_reach_the_provider(client, start_worker, wire_servers):
         client.chat.completions.create(model="auto", stop=["a", "b", "c", "d", "e"],
                                        messages=[{"role": "user", "content": "Define entropy"}])
     assert error.value.param == "stop" and "options.stop: List should have at most 4 items" in error.value.message
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "narrator", "content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+])
+def test_a_body_that_does_not_validate_is_an_openai_style_400(client, body, param):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="auto", **body)
+    assert error.value.status_code == 400 and error.value.param == param
+    assert error.value.body["message"].startswith(f"{param}: ")
+
+
+def test_other_routes_keep_their_validation_errors(api):
+    response = api.post("/v1/jobs", json={"request": ""})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "request"]
