@@ -69,17 +69,6 @@ class ChatCompletionRequest(BaseModel):
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
 
-    def unsupported(self) -> str | None:
-        """The first parameter asking for what one plain-text answer cannot give (several choices, calls of the
-        caller's tools, log-probabilities, a JSON format, audio). Refused by name rather than dropped: a client
-        relying on it would otherwise take the answer for what it asked for."""
-        asked = {"n": (self.n or 1) > 1, "tools": bool(self.tools) and self.tool_choice != "none",
-                 "functions": bool(self.functions), "logprobs": bool(self.logprobs),
-                 "response_format": ((self.response_format or {}).get("type") or "text") != "text",
-                 "modalities": any(modality != "text" for modality in self.modalities or ()),
-                 "audio": self.audio is not None}
-        return next((name for name, given in asked.items() if given), None)
-
 
 class OpenAIErrorDetail(BaseModel):
     message: str
@@ -118,6 +107,26 @@ class OpenAIError(Exception):
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, self.status)
+
+
+def refusal(chat: ChatCompletionRequest) -> OpenAIError | None:
+    """What the request asks that one plain-text answer to its text cannot give: several choices, calls of the
+    caller's tools, log-probabilities, a JSON format, audio, or a look at images and files. Refused by name rather
+    than dropped: a client relying on it would otherwise take the answer for what it asked for."""
+    asked = {"n": (chat.n or 1) > 1, "tools": bool(chat.tools) and chat.tool_choice != "none",
+             "functions": bool(chat.functions), "logprobs": bool(chat.logprobs),
+             "response_format": ((chat.response_format or {}).get("type") or "text") != "text",
+             "modalities": any(modality != "text" for modality in chat.modalities or ()),
+             "audio": chat.audio is not None}
+    if param := next((name for name, given in asked.items() if given), None):
+        return OpenAIError(400, f"{param} is not supported: the orchestrator answers with one plain-text choice",
+                           code="unsupported_parameter", param=param)
+    for i, message in enumerate(chat.messages):
+        parts = message.content if isinstance(message.content, list) else []
+        if kinds := sorted({str(part.get("type")) for part in parts} - {"text"}):
+            return OpenAIError(400, f"messages.{i}.content: only text parts are read, not {', '.join(kinds)}",
+                               code="unsupported_content", param=f"messages.{i}.content")
+    return None
 
 
 def invalid_chat_request(error: RequestValidationError) -> JSONResponse:
@@ -181,9 +190,8 @@ def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
     """OpenAI chat completions, served by the orchestrator's choice of model (or the one named).
 
     A plain def: submitting and waiting run in one worker thread, one hop from the event loop instead of two."""
-    if (param := chat.unsupported()) is not None:
-        return OpenAIError(400, f"{param} is not supported: the orchestrator answers with one plain-text choice",
-                           code="unsupported_parameter", param=param).response()
+    if (refused := refusal(chat)) is not None:
+        return refused.response()
     state = request.app.state
     settings, celery = state.settings, state.celery
     store = JobStore(settings)
@@ -268,3 +276,13 @@ def list_models(request: Request) -> dict[str, Any]:
     data += [{"id": name, "object": "model", "created": 0, "owned_by": spec.provider}
              for name, spec in settings.models.items()]
     return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model:path}", responses={404: {"model": OpenAIErrorResponse, "description": "No such model"}})
+def retrieve_model(model: str, request: Request) -> Any:
+    """One model of the list, as OpenAI's `models.retrieve` reads it."""
+    spec = request.app.state.settings.models.get(model)
+    if model != AUTO and spec is None:
+        return OpenAIError(404, f"The model {model!r} does not exist; GET /v1/models lists them",
+                           code="model_not_found", param="model").response()
+    return {"id": model, "object": "model", "created": 0, "owned_by": spec.provider if spec else "orchestrator"}

@@ -22,6 +22,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth
                         "/openapi.json"})
 # The OpenAI-compatible routes answer refusals in OpenAI's error format, which OpenAI's clients read for the code.
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
+OPENAI_PREFIX = "/v1/models/"
 OPENAI_CODES = {401: "invalid_api_key", 403: "revoked_api_key", 413: "request_too_large", 429: "rate_limit_exceeded",
                 503: "store_unavailable"}
 
@@ -68,7 +69,7 @@ class ApiKeyMiddleware:
 
 async def _reply(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     reply: dict[str, Any] = {"detail": detail}
-    if scope["path"] in OPENAI_PATHS:
+    if scope["path"] in OPENAI_PATHS or scope["path"].startswith(OPENAI_PREFIX):
         kind = "api_error" if status >= 500 else "invalid_request_error"
         reply = {"error": {"message": detail, "type": kind, "param": None, "code": OPENAI_CODES[status]}}
     body = json.dumps(reply).encode()

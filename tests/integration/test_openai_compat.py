@@ -19,6 +19,14 @@ def test_models_lists_auto_and_the_catalog(client):
     assert ids[0] == "auto" and set(ids[1:]) == set(load_settings().models)
 
 
+def test_a_model_is_retrieved_by_name(client):
+    assert (client.models.retrieve("claude-3-5-haiku-20241022").owned_by, client.models.retrieve("auto").id) == (
+        "anthropic", "auto")
+    with pytest.raises(openai.NotFoundError) as error:
+        client.models.retrieve("gpt-9")
+    assert error.value.code == "model_not_found"
+
+
 def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wire_servers):
     start_worker()
     raw = client.chat.completions.with_raw_response.create(
@@ -100,6 +108,16 @@ def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env
     assert error.value.code == "unsupported_parameter" and error.value.param == param
     assert param in error.value.message
     assert redis.Redis.from_url(redis_env).keys(f"{get_settings().redis_prefix}job:*") == []  # nothing submitted
+
+
+def test_an_image_is_refused_rather_than_unseen(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="auto", messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
+                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    assert error.value.code == "unsupported_content" and error.value.param == "messages.1.content"
+    assert "not image_url" in error.value.message
 
 
 def test_the_default_of_a_refusable_parameter_is_served(client, start_worker):
