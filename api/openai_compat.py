@@ -1,12 +1,13 @@
-"""An OpenAI-compatible front door: `POST /v1/chat/completions` and `GET /v1/models`.
+"""An OpenAI-compatible front door: `POST /v1/chat/completions`, `GET /v1/models` and `GET /v1/models/{name}`.
 
 Any OpenAI client works by pointing its base URL here. `model: "auto"` lets the orchestrator choose; a catalog
 model name is honoured (or refused with the reason). The conversation maps onto the orchestrator's request: the
 last user message is the request, system messages and earlier turns become context. With `stream: true` the
 worker streams the provider's answer and relays each piece through Redis; the pieces go out as OpenAI chunks.
 The chosen model, the job and the cost and savings are in `x-orchestrator-*` response headers. An answer cut at
-the output cap finishes with `length`, as OpenAI's do; parameters that ask for more than one plain-text choice
-(`n` > 1, `tools`, `functions`, `logprobs`, a JSON `response_format`) are refused with `unsupported_parameter`.
+the output cap finishes with `length`, as OpenAI's do. What one plain-text answer to the text cannot give (`n` > 1,
+the caller's `tools`, `logprobs`, a JSON `response_format`, audio, image or file parts) is refused by name; errors
+come in OpenAI's format, so its clients raise their typed exceptions.
 """
 
 from __future__ import annotations
