@@ -12,18 +12,19 @@ from typing import Annotated, Any, Literal
 import anyio
 import redis
 from celery import Celery
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from kombu.exceptions import OperationalError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.batch_routes import router as batch_routes
 from api.mcp_server import create_mcp_server
-from api.openai_compat import CHAT_COMPLETIONS, invalid_chat_request
+from api.openai_compat import OpenAIError, is_openai_path
 from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
 from api.security import ApiKeyMiddleware, BodySizeLimit
@@ -106,7 +107,6 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         version="0.1.0",
         summary="Cheapest capable model per request, on a task queue, with the savings accounted.",
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
     )
 
     app.add_middleware(ApiKeyMiddleware, settings=settings)
@@ -114,15 +114,22 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.state.settings = settings
     app.state.celery = celery
     app.state.tools = tools  # its `breakers` are the process's breaker snapshot too
-    app.include_router(batch_routes)
+    app.include_router(batch_routes, responses=ERROR_RESPONSES)
     app.include_router(openai_routes)
     app.router.routes.extend(mcp_routes)  # MCP over streamable HTTP at /mcp, DNS-rebinding protection kept
 
+    # The OpenAI-compatible routes answer every error in OpenAI's format: OpenAI's clients read it.
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        if getattr(request.scope.get("route"), "path", None) == CHAT_COMPLETIONS:
-            return invalid_chat_request(error)  # OpenAI's clients read OpenAI's error format
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        if is_openai_path(request.url.path):
+            return OpenAIError.invalid(error.errors()).response()
         return await request_validation_exception_handler(request, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if is_openai_path(request.url.path):
+            return OpenAIError(error.status_code, str(error.detail)).response(error.headers)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(PlanningError)
     async def planning_failed(_: Request, error: PlanningError) -> JSONResponse:
@@ -147,14 +154,15 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.exception_handler(redis.RedisError)
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(OperationalError)
-    async def store_down(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the job store (Redis) is unavailable, retry shortly: {error}"},
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "2"},
-        )
+    async def store_down(request: Request, error: Exception) -> JSONResponse:
+        message = f"the job store (Redis) is unavailable, retry shortly: {error}"
+        if is_openai_path(request.url.path):
+            return OpenAIError(503, message, "api_error", "store_unavailable").response({"Retry-After": "2"})
+        return JSONResponse({"detail": message}, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"})
 
-    @app.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
+    rest = APIRouter(responses=ERROR_RESPONSES)  # the OpenAI-compatible routes document OpenAI's error format
+
+    @rest.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
     def create_job(body: JobRequest, store: Store, request: Request) -> Response:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
         accepted = JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools,
@@ -162,14 +170,14 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         # Serialized here: FastAPI would validate the model it was just built from again before serializing it.
         return Response(accepted.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json")
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
+    @rest.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def get_job(job_id: str, store: Store) -> JobRecord:
         record = store.get(job_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (unknown or expired)")
         return record
 
-    @app.delete(
+    @rest.delete(
         "/v1/jobs/{job_id}",
         response_model=JobRecord,
         responses={404: {"description": "Unknown job"}, 409: {"description": "Already finished"}},
@@ -185,12 +193,12 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {current}; nothing to cancel")
         return store.get(job_id)
 
-    @app.get("/v1/health/providers", response_model=list[BreakerState], tags=["health"])
+    @rest.get("/v1/health/providers", response_model=list[BreakerState], tags=["health"])
     def provider_health(store: Store) -> list[BreakerState]:
         """Circuit breaker of every catalog model: closed, open (skipped by planning) or half_open (one probe)."""
         return CircuitBreakers(settings, store.redis).states()
 
-    @app.post(
+    @rest.post(
         "/v1/orchestrate",
         response_model=JobRecord,
         responses={202: {"model": JobAccepted, "description": "Still running after `wait` seconds: poll it."}},
@@ -210,7 +218,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             return JSONResponse(JobAccepted.of(finished).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
         return finished
 
-    @app.post(
+    @rest.post(
         "/v1/documents",
         status_code=status.HTTP_201_CREATED,
         response_model=DocumentInfo,
@@ -229,25 +237,25 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         text = await _document_from(request, settings.document_processing.max_document_bytes)
         return await run_in_threadpool(DocumentStore(settings).put, text)
 
-    @app.get("/v1/documents/{document_id}", response_model=DocumentInfo, tags=["documents"])
+    @rest.get("/v1/documents/{document_id}", response_model=DocumentInfo, tags=["documents"])
     def get_document(document_id: str) -> DocumentInfo:
         info = DocumentStore(settings).info(document_id)
         if info is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {document_id} (unknown or expired)")
         return info
 
-    @app.post("/v1/analyze", response_model=Proposal, tags=["analysis"])
+    @rest.post("/v1/analyze", response_model=Proposal, tags=["analysis"])
     def analyze_request(body: JobRequest) -> Proposal:
         """Intent, complexity, tokens, the plan (model, fallbacks, estimated and baseline cost) and the downstream
         services and tools the request would be offered; runs nothing."""
         return propose(body, settings, require_keys=False, tools=tools)
 
-    @app.get("/v1/services", response_model=list[ServiceState], tags=["services"])
+    @rest.get("/v1/services", response_model=list[ServiceState], tags=["services"])
     def list_services() -> list[ServiceState]:
         """The configured downstream MCP services: state, tools (as this process last listed them), breaker."""
         return tools.states()
 
-    @app.get("/v1/metrics", response_model=MetricsReport, tags=["metrics"])
+    @rest.get("/v1/metrics", response_model=MetricsReport, tags=["metrics"])
     def metrics(
         store: Store,
         period: Annotated[Literal["1m", "5m", "1h", "1d"], Query(description="Period to aggregate.")] = "5m",
@@ -258,16 +266,16 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     registry = CollectorRegistry()
     registry.register(RedisTotalsCollector(settings))
 
-    @app.get("/metrics", include_in_schema=False)
+    @rest.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @rest.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
         """The process is up."""
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    @rest.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def readyz() -> Any:
         """Redis (job store) and the broker answer."""
         checks = await run_in_threadpool(_readiness, settings, celery)
@@ -275,6 +283,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         body = Health(status="ready" if ready else "not ready", checks=checks).model_dump()
         return JSONResponse(body, status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE)
 
+    app.include_router(rest)
     return app
 
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from os.path import commonprefix
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,22 +27,36 @@ from shared.auth import BudgetExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.routing import PlanningError
 
-router = APIRouter(tags=["openai"])
 AUTO = "auto"
 CHAT_COMPLETIONS = "/v1/chat/completions"
+MODELS = "/v1/models"
 CHAT_WAIT_SECONDS = 600
+READABLE_PARTS = frozenset({"text", "refusal"})  # a replayed assistant turn may hold its refusal as a part
+
+
+def is_openai_path(path: str) -> bool:
+    """The routes whose clients read OpenAI's error format."""
+    return path in (CHAT_COMPLETIONS, MODELS) or path.startswith(f"{MODELS}/")
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+    refusal: str | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+            return "".join(part.text or part.refusal or "" for part in self.content if part.type in READABLE_PARTS)
         return self.content or ""
 
 
@@ -84,13 +98,20 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIErrorDetail
 
 
-OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": OpenAIErrorResponse, "description": description}
-    for code, description in {
-        400: "Invalid or unsupported request, or model not available", 429: "Rate limit or budget reached",
-        502: "The provider failed", 503: "No provider configured", 504: "No answer in time",
-    }.items()
+ERRORS: dict[int | str, str] = {
+    400: "Invalid or unsupported request, or model not available", 401: "Missing or invalid API key",
+    403: "Revoked API key", 404: "No such model", 405: "Method not allowed", 413: "Too large",
+    429: "Rate limit or budget reached", 502: "The provider failed", 503: "Redis unreachable or no provider configured",
+    504: "No answer in time", "4XX": "Any other client error",
 }
+
+
+def _errors(*codes: int | str) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": OpenAIErrorResponse, "description": ERRORS[code]} for code in codes}
+
+
+# What the API-key middleware and the app's handlers may answer on any of these routes, in OpenAI's format
+router = APIRouter(tags=["openai"], responses=_errors(401, 403, 405, 413, 429, 503, "4XX"))
 
 
 class OpenAIError(Exception):
@@ -100,14 +121,34 @@ class OpenAIError(Exception):
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
     @classmethod
-    def invalid(cls, error: Mapping[str, Any], param: str | None = None) -> OpenAIError:
-        """A validation error as OpenAI reports one: a 400 saying where the request went wrong."""
-        where = ".".join(str(part) for part in error["loc"] if part != "body")
-        return cls(400, f"{where}: {error['msg']}" if where else error["msg"], param=param or where or None)
+    def invalid(cls, errors: Sequence[Mapping[str, Any]], param: str | None = None) -> OpenAIError:
+        """Validation errors as OpenAI reports them: a 400 saying where the request went wrong. pydantic reports a
+        value that fits no member of a union once per member, each under the member's name: they are one error, at
+        the place they share."""
+        first = errors[0]
+        if first["type"] == "json_invalid":
+            return cls(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
+        places = [_place(error) for error in errors]
+        parent = places[0][:-1]
+        together = [i for i, place in enumerate(places) if parent and place[:len(parent)] == parent] or [0]
+        shared = commonprefix([places[i] for i in together])
+        where = ".".join(map(str, shared))
+        why = "; ".join(dict.fromkeys(_reason(errors[i]["msg"], places[i][len(shared):]) for i in together))
+        return cls(400, f"{where}: {why}" if where else why, param=param or where or None)
 
-    def response(self) -> JSONResponse:
+    def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, self.status)
+        return JSONResponse(body, self.status, headers=headers)
+
+
+def _reason(message: str, below: tuple[str | int, ...]) -> str:
+    return f"{message} ({'.'.join(map(str, below))})" if below else message
+
+
+def _place(error: Mapping[str, Any]) -> tuple[str | int, ...]:
+    """An error's location in the request body."""
+    loc = tuple(error["loc"])
+    return loc[1:] if loc[:1] == ("body",) else loc
 
 
 def refusal(chat: ChatCompletionRequest) -> OpenAIError | None:
@@ -124,16 +165,10 @@ def refusal(chat: ChatCompletionRequest) -> OpenAIError | None:
                            code="unsupported_parameter", param=param)
     for i, message in enumerate(chat.messages):
         parts = message.content if isinstance(message.content, list) else []
-        if kinds := sorted({str(part.get("type")) for part in parts} - {"text"}):
+        if kinds := sorted({part.type for part in parts} - READABLE_PARTS):
             return OpenAIError(400, f"messages.{i}.content: only text parts are read, not {', '.join(kinds)}",
                                code="unsupported_content", param=f"messages.{i}.content")
     return None
-
-
-def invalid_chat_request(error: RequestValidationError) -> JSONResponse:
-    """A chat body that does not validate, as OpenAI answers one, so that OpenAI's clients raise `BadRequestError`
-    with the parameter instead of a bare 422 with FastAPI's `detail`."""
-    return OpenAIError.invalid(error.errors()[0]).response()
 
 
 def job_request(chat: ChatCompletionRequest) -> JobRequest:
@@ -156,8 +191,8 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     try:
         return JobRequest(request=chat.messages[last].text or " ", context=context, options=options)
     except ValidationError as error:  # the orchestrator's own limits, on options the chat body named otherwise
-        first = error.errors()[0]
-        raise OpenAIError.invalid(first, param=str(first["loc"][-1]) if first["loc"] else None) from None
+        loc = error.errors()[0]["loc"]
+        raise OpenAIError.invalid(error.errors(), param=str(loc[-1]) if loc else None) from None
 
 
 def _headers(record: JobRecord) -> dict[str, str]:
@@ -186,7 +221,7 @@ def _failure(record: JobRecord) -> OpenAIError:
                        "api_error", "timeout")
 
 
-@router.post(CHAT_COMPLETIONS, responses=OPENAI_ERRORS)
+@router.post(CHAT_COMPLETIONS, responses=_errors(400, 429, 502, 503, 504))
 def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
     """OpenAI chat completions, served by the orchestrator's choice of model (or the one named).
 
@@ -269,21 +304,24 @@ def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator
     yield "data: [DONE]\n\n"
 
 
-@router.get("/v1/models")
+def _model(name: str, owner: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+@router.get(MODELS)
 def list_models(request: Request) -> dict[str, Any]:
     """`auto` and every catalog model, in OpenAI's list format."""
-    settings = request.app.state.settings
-    data = [{"id": AUTO, "object": "model", "created": 0, "owned_by": "orchestrator"}]
-    data += [{"id": name, "object": "model", "created": 0, "owned_by": spec.provider}
-             for name, spec in settings.models.items()]
-    return {"object": "list", "data": data}
+    models = request.app.state.settings.models
+    return {"object": "list",
+            "data": [_model(AUTO, "orchestrator"), *(_model(name, spec.provider) for name, spec in models.items())]}
 
 
-@router.get("/v1/models/{model:path}", responses={404: {"model": OpenAIErrorResponse, "description": "No such model"}})
+@router.get(f"{MODELS}/{{model:path}}", responses=_errors(404))
 def retrieve_model(model: str, request: Request) -> Any:
     """One model of the list, as OpenAI's `models.retrieve` reads it."""
-    spec = request.app.state.settings.models.get(model)
-    if model != AUTO and spec is None:
+    if model == AUTO:
+        return _model(AUTO, "orchestrator")
+    if (spec := request.app.state.settings.models.get(model)) is None:
         return OpenAIError(404, f"The model {model!r} does not exist; GET /v1/models lists them",
                            code="model_not_found", param="model").response()
-    return {"id": model, "object": "model", "created": 0, "owned_by": spec.provider if spec else "orchestrator"}
+    return _model(model, spec.provider)

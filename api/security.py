@@ -14,15 +14,13 @@ from typing import Any
 import redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.openai_compat import is_openai_path
 from shared.auth import KeyStore
 from shared.settings import Settings
 from shared.store import StoreUnavailable, redis_client
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
-# The OpenAI-compatible routes answer refusals in OpenAI's error format, which OpenAI's clients read for the code.
-OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
-OPENAI_PREFIX = "/v1/models/"
 OPENAI_CODES = {401: "invalid_api_key", 403: "revoked_api_key", 413: "request_too_large", 429: "rate_limit_exceeded",
                 503: "store_unavailable"}
 
@@ -69,9 +67,9 @@ class ApiKeyMiddleware:
 
 async def _reply(scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
     reply: dict[str, Any] = {"detail": detail}
-    if scope["path"] in OPENAI_PATHS or scope["path"].startswith(OPENAI_PREFIX):
+    if is_openai_path(scope["path"]):  # OpenAI's clients read OpenAI's error format
         kind = "api_error" if status >= 500 else "invalid_request_error"
-        reply = {"error": {"message": detail, "type": kind, "param": None, "code": OPENAI_CODES[status]}}
+        reply = {"error": {"message": detail, "type": kind, "param": None, "code": OPENAI_CODES.get(status)}}
     body = json.dumps(reply).encode()
     raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]

@@ -145,6 +145,9 @@ def test_stop_sequences_reach_the_provider(client, start_worker, wire_servers):
     ({"messages": [{"role": "narrator", "content": "hi"}]}, "messages.0.role"),
     ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature"),
     ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),  # fits no member of the union
+    ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages.0.content"),
+    ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, "stop"),
 ])
 def test_a_body_that_does_not_validate_is_an_openai_style_400(client, body, param):
     with pytest.raises(openai.BadRequestError) as error:
@@ -156,3 +159,28 @@ def test_a_body_that_does_not_validate_is_an_openai_style_400(client, body, para
 def test_other_routes_keep_their_validation_errors(api):
     response = api.post("/v1/jobs", json={"request": ""})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "request"]
+
+
+def test_each_member_of_a_union_says_what_it_wanted(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert error.value.body["message"] == ("messages.0.content: Input should be a valid string (str); "
+                                           "Field required (list[ContentPart].0.type)")
+
+
+def test_a_body_that_is_not_json_or_a_wrong_method_answers_in_openai_format(api):
+    broken = api.post("/v1/chat/completions", content=b'{"model": "auto", "messages": [', headers={
+        "content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["message"].startswith("the body is not valid JSON")
+    wrong = api.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["message"] == "Method Not Allowed"
+
+
+def test_a_replayed_refusal_and_a_text_part_without_text_are_read(client, start_worker, wire_servers):
+    start_worker()
+    client.chat.completions.create(model="auto", messages=[
+        {"role": "user", "content": "Tell me a secret"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot share that."}]},
+        {"role": "user", "content": [{"type": "text", "text": None}, {"type": "text", "text": "Define entropy"}]}])
+    prompt = wire_servers["google"].requests[-1].body["contents"][-1]["parts"][0]["text"]
+    assert "assistant: I cannot share that." in prompt and "Define entropy" in prompt
