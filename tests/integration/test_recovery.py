@@ -95,6 +95,9 @@ def test_api_answers_503_while_redis_is_down_and_recovers_by_itself(provider_env
         assert down.status_code == 503
         assert down.json()["detail"].startswith("the job store (Redis) is unavailable")
         assert down.headers["retry-after"] == "2"
+        chat = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": QUESTION}]})
+        assert chat.status_code == 503 and chat.headers["retry-after"] == "2"
+        assert chat.json()["error"]["code"] == "store_unavailable"  # in the format OpenAI's clients read
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("unreachable")
         server = ValkeyServer(port=port, data_dir=tmp_path / "valkey")
