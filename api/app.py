@@ -155,10 +155,10 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(OperationalError)
     async def store_down(request: Request, error: Exception) -> JSONResponse:
-        message = f"the job store (Redis) is unavailable, retry shortly: {error}"
+        message, retry = f"the job store (Redis) is unavailable, retry shortly: {error}", {"Retry-After": "2"}
         if is_openai_path(request.url.path):
-            return OpenAIError(503, message, "api_error", "store_unavailable").response({"Retry-After": "2"})
-        return JSONResponse({"detail": message}, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "2"})
+            return OpenAIError(503, message, "api_error", "store_unavailable").response(retry)
+        return JSONResponse({"detail": message}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=retry)
 
     rest = APIRouter(responses=ERROR_RESPONSES)  # the OpenAI-compatible routes document OpenAI's error format
 

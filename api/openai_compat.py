@@ -136,9 +136,11 @@ class OpenAIError(Exception):
         why = "; ".join(dict.fromkeys(_reason(errors[i]["msg"], places[i][len(shared):]) for i in together))
         return cls(400, f"{where}: {why}" if where else why, param=param or where or None)
 
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
     def response(self, headers: Mapping[str, str] | None = None) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, self.status, headers=headers)
+        return JSONResponse(self.body(), self.status, headers=headers)
 
 
 def _reason(message: str, below: tuple[str | int, ...]) -> str:

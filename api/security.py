@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.openai_compat import is_openai_path
+from api.openai_compat import OpenAIError, is_openai_path
 from shared.auth import KeyStore
 from shared.settings import Settings
 from shared.store import StoreUnavailable, redis_client
@@ -69,7 +69,7 @@ async def _reply(scope: Scope, send: Send, status: int, detail: str, headers: di
     reply: dict[str, Any] = {"detail": detail}
     if is_openai_path(scope["path"]):  # OpenAI's clients read OpenAI's error format
         kind = "api_error" if status >= 500 else "invalid_request_error"
-        reply = {"error": {"message": detail, "type": kind, "param": None, "code": OPENAI_CODES.get(status)}}
+        reply = OpenAIError(status, detail, kind, OPENAI_CODES.get(status)).body()
     body = json.dumps(reply).encode()
     raw: list[Any] = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
