@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, signals
@@ -11,6 +10,7 @@ from kombu import Queue
 from redis.client import Pipeline
 
 from shared.heap import freeze_startup_heap
+from shared.jobs import Enqueue
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 from workers.events import FlushEvents
@@ -27,7 +27,7 @@ def queue_for(tier: Tier | str) -> str:
     return f"llm.{tier}"
 
 
-def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> Callable[[Pipeline], None]:
+def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> Enqueue:
     """A job's task message, for the caller to add to the Redis transaction that records or notes it
     (`JobStore.create`, `JobStore.sending`): a worker never finds a message without its record, no message is noted
     as sent without being sent, and both cost one round trip. The job's id is the task's: a cancel revokes it, a
