@@ -61,9 +61,15 @@ class ErrorResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
     for code, description in {
-        401: "Missing or invalid API key", 403: "Revoked API key", 404: "Not found", 409: "Conflict",
-        413: "Too large", 415: "Not UTF-8 text", 422: "Invalid request, or no model satisfies it",
-        429: "Rate limit or budget reached", 503: "Redis unreachable or no provider configured",
+        401: "Missing or invalid API key",
+        403: "Revoked API key",
+        404: "Not found",
+        409: "Conflict",
+        413: "Too large",
+        415: "Not UTF-8 text",
+        422: "Invalid request, or no model satisfies it",
+        429: "Rate limit or budget reached",
+        503: "Redis unreachable or no provider configured",
     }.items()
 }
 
@@ -165,8 +171,9 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     @rest.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, tags=["jobs"])
     def create_job(body: JobRequest, store: Store, request: Request) -> Response:
         """Queue a request; poll `GET /v1/jobs/{id}` for the result."""
-        accepted = JobAccepted.of(submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools,
-                                         breakers=breakers))
+        accepted = JobAccepted.of(
+            submit(body, settings, store, celery, api_key=request.state.api_key, tools=tools, breakers=breakers)
+        )
         # Serialized here: FastAPI would validate the model it was just built from again before serializing it.
         return Response(accepted.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json")
 
@@ -224,13 +231,24 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         response_model=DocumentInfo,
         tags=["documents"],
         responses={413: {"description": "Too large"}, 415: {"description": "Not UTF-8 text"}},
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "text/plain": {"schema": {"type": "string"}},
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "string", "format": "binary"}}, "required": ["file"]}},
-            "application/json": {"schema": {"type": "object", "properties": {"text": {"type": "string"}},
-                                             "required": ["text"]}},
-        }}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                    "application/json": {
+                        "schema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+                    },
+                },
+            }
+        },
     )
     async def upload_document(request: Request) -> DocumentInfo:
         """Store a document (raw text body, a multipart `file`, or JSON `{"text": ...}`); its id is its sha256."""

@@ -67,10 +67,20 @@ def run_batch(path: Path, request: str | None, output: Path, settings: Settings,
     open_breakers = CircuitBreakers(settings, store.redis).unavailable()
     counts = {"succeeded": 0, "failed": 0, "refused": 0, "cancelled": 0, "skipped": len(done)}
 
-    columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress, output.open("a", encoding="utf-8") as results, \
-            pending_path.open("a", encoding="utf-8") as submitted:
+    columns = (
+        TextColumn("[bold]batch"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with (
+        Progress(*columns, console=console) as progress,
+        output.open("a", encoding="utf-8") as results,
+        pending_path.open("a", encoding="utf-8") as submitted,
+    ):
         bar = progress.add_task("batch", total=len(items), completed=len(done), counts="")
 
         def finish(key: str, line: str, status: str) -> None:

@@ -60,12 +60,22 @@ def _batches(request: Request) -> BatchStore:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BatchAccepted,
     responses={200: {"model": DryRun, "description": "dry_run=true: the plan of every item, nothing runs"}},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": BatchRequest.model_json_schema()},
-        "application/x-ndjson": {"schema": {"type": "string", "description": "one job body per line"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary"}}, "required": ["file"]}},
-    }}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": BatchRequest.model_json_schema()},
+                "application/x-ndjson": {"schema": {"type": "string", "description": "one job body per line"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                        "required": ["file"],
+                    }
+                },
+            },
+        }
+    },
 )
 async def create_batch(
     request: Request, dry_run: bool = Query(False, description="Plan every item and project the cost; run none.")
@@ -78,12 +88,24 @@ async def create_batch(
         planned = await run_in_threadpool(plan_lines, lines, settings)
         return JSONResponse(planned.model_dump(mode="json"))
     batches = _batches(request)
-    items = await run_in_threadpool(submit_lines, lines, settings, batches.jobs, request.app.state.celery,
-                                    request.state.api_key, request.app.state.tools)
+    items = await run_in_threadpool(
+        submit_lines,
+        lines,
+        settings,
+        batches.jobs,
+        request.app.state.celery,
+        request.state.api_key,
+        request.app.state.tools,
+    )
     batch_id = await run_in_threadpool(batches.create, items)
     refused = [item for item in items if item.error]
-    return BatchAccepted(id=batch_id, total=len(items), accepted=len(items) - len(refused), refused=refused,
-                         poll=f"/v1/batches/{batch_id}")
+    return BatchAccepted(
+        id=batch_id,
+        total=len(items),
+        accepted=len(items) - len(refused),
+        refused=refused,
+        poll=f"/v1/batches/{batch_id}",
+    )
 
 
 def _summary_or_404(batches: BatchStore, batch_id: str) -> BatchSummary:
@@ -99,8 +121,11 @@ def get_batch(batch_id: str, request: Request) -> BatchSummary:
     return _summary_or_404(_batches(request), batch_id)
 
 
-@router.get("/v1/batches/{batch_id}/results", response_class=StreamingResponse,
-            responses={200: {"content": {"application/x-ndjson": {}}}})
+@router.get(
+    "/v1/batches/{batch_id}/results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
 def batch_results(batch_id: str, request: Request) -> StreamingResponse:
     """One JSON line per input line, in input order: the result, or why the line was refused."""
     batches = _batches(request)

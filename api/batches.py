@@ -37,7 +37,8 @@ class BatchRequest(BaseModel):
             raise ValueError("give `items`, or `request` with `documents` or `document_ids`")
         shared = {"request": self.request, "context": self.context, "options": self.options.model_dump()}
         return [shared | {"document": text} for text in self.documents or []] + [
-            shared | {"document_id": document_id} for document_id in self.document_ids or []]
+            shared | {"document_id": document_id} for document_id in self.document_ids or []
+        ]
 
 
 class PlannedItem(BaseModel):
@@ -124,12 +125,18 @@ def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], settings: Settings
             items.append(PlannedItem(line=number, error=refusal_reason(error)))
             continue
         plan = proposal.plan
-        items.append(PlannedItem(
-            line=number, intent=proposal.analysis.intent, tier=plan.tier, model=plan.model,
-            tokens=plan.estimated_input_tokens + plan.estimated_output_tokens, cost_usd=plan.estimated_cost_usd,
-            baseline_tokens=plan.baseline.input_tokens + plan.baseline.output_tokens,
-            baseline_cost_usd=plan.baseline.cost_usd,
-        ))
+        items.append(
+            PlannedItem(
+                line=number,
+                intent=proposal.analysis.intent,
+                tier=plan.tier,
+                model=plan.model,
+                tokens=plan.estimated_input_tokens + plan.estimated_output_tokens,
+                cost_usd=plan.estimated_cost_usd,
+                baseline_tokens=plan.baseline.input_tokens + plan.baseline.output_tokens,
+                baseline_cost_usd=plan.baseline.cost_usd,
+            )
+        )
     cost = sum(item.cost_usd for item in items)
     baseline = sum(item.baseline_cost_usd for item in items)
     return DryRun(

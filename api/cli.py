@@ -45,13 +45,17 @@ def _parser() -> argparse.ArgumentParser:
 
     def request_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--context", type=json.loads, default={}, help="context as a JSON object")
-        command.add_argument("--model", dest="preferred_models", action="append", default=[],
-                             help="preferred model (repeatable)")
+        command.add_argument(
+            "--model", dest="preferred_models", action="append", default=[], help="preferred model (repeatable)"
+        )
         command.add_argument("--max-cost", type=float, help="maximum estimated cost in USD")
         command.add_argument("--max-tokens", type=int, help="maximum output tokens")
         command.add_argument("--document", type=Path, help="a text file the request is about")
-        command.add_argument("--strategy", choices=["auto", "extractive", "hierarchical", "semantic", "hybrid"],
-                             help="how to compress a document that does not fit the model")
+        command.add_argument(
+            "--strategy",
+            choices=["auto", "extractive", "hierarchical", "semantic", "hybrid"],
+            help="how to compress a document that does not fit the model",
+        )
 
     analyze = commands.add_parser("analyze", help="show intent, complexity, tokens and the plan; runs nothing")
     analyze.add_argument("text", nargs="?", help="the request")
@@ -111,8 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     mcp.set_defaults(handler=_mcp)
 
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
-    worker.add_argument("--queues", default="llm.simple,llm.moderate,llm.complex",
-                        help="comma-separated queues (llm.simple, llm.moderate, llm.complex, preprocess)")
+    worker.add_argument(
+        "--queues",
+        default="llm.simple,llm.moderate,llm.complex",
+        help="comma-separated queues (llm.simple, llm.moderate, llm.complex, preprocess)",
+    )
     worker.add_argument("--pool", default="threads", choices=["threads", "gevent", "prefork", "solo"])
     worker.add_argument("--concurrency", type=int)
     worker.add_argument("--loglevel", default="INFO")
@@ -129,8 +136,12 @@ def _job_request(args: argparse.Namespace, text: str) -> Any:
         request=text,
         context=args.context,
         document=document,
-        options={"preferred_models": args.preferred_models, "max_cost": args.max_cost, "max_tokens": args.max_tokens,
-                 "strategy": args.strategy},
+        options={
+            "preferred_models": args.preferred_models,
+            "max_cost": args.max_cost,
+            "max_tokens": args.max_tokens,
+            "strategy": args.strategy,
+        },
     )
 
 
@@ -232,21 +243,34 @@ def _print_proposal(proposal: Any) -> None:
         ("intent", f"{summary['intent']}"),
         ("complexity", f"{summary['tier']} (score {summary['complexity_score']:.2f})"),
         ("tokens", f"request {tokens.request}, context {tokens.context}, document {tokens.document}"),
-        ("model", f"{summary['model']}  ({summary['reason']})"
-                  + (f"; document compressed to {proposal.plan.document_budget_tokens:,} tokens"
-                     if proposal.plan.preprocess else "")),
+        (
+            "model",
+            f"{summary['model']}  ({summary['reason']})"
+            + (
+                f"; document compressed to {proposal.plan.document_budget_tokens:,} tokens"
+                if proposal.plan.preprocess
+                else ""
+            ),
+        ),
         ("fallbacks", ", ".join(summary["fallbacks"]) or "-"),
         ("estimate", f"{summary['estimated_tokens']:,} tokens, ${summary['estimated_cost_usd']:.6f}"),
-        ("baseline", f"{summary['baseline_model']}: {summary['baseline_tokens']:,} tokens, "
-                     f"${summary['baseline_cost_usd']:.6f}"),
+        (
+            "baseline",
+            f"{summary['baseline_model']}: {summary['baseline_tokens']:,} tokens, ${summary['baseline_cost_usd']:.6f}",
+        ),
     ]
     selection = proposal.services
     if selection is not None:
         offered = ", ".join(f"{c.service} ({', '.join(c.tools)})" for c in selection.services) or "none"
         rows.append(("services", offered))
-        rows.append(("tool schemas", f"{selection.schema_tokens_offered:,} tokens offered of "
-                                     f"{selection.schema_tokens_all:,} for all tools "
-                                     f"({selection.schema_tokens_saved:,} saved)"))
+        rows.append(
+            (
+                "tool schemas",
+                f"{selection.schema_tokens_offered:,} tokens offered of "
+                f"{selection.schema_tokens_all:,} for all tools "
+                f"({selection.schema_tokens_saved:,} saved)",
+            )
+        )
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -277,8 +301,9 @@ def _services(args: argparse.Namespace) -> int:
     table = Table("service", "type", "state", "breaker", "tools", "capabilities")
     for state in states:
         status = state.state + (f": {state.error}" if state.error else "")
-        table.add_row(state.name, state.type, status, state.breaker, ", ".join(state.tools) or "-",
-                      ", ".join(state.capabilities))
+        table.add_row(
+            state.name, state.type, status, state.breaker, ", ".join(state.tools) or "-", ", ".join(state.capabilities)
+        )
     console.print(table)
     return 0 if all(state.state != "failed" for state in states) else 1
 
@@ -325,8 +350,10 @@ def _run(args: argparse.Namespace) -> int:
     if not args.json:
         _print_proposal(proposal)
     if not settings.usable_providers():
-        errors.print(f"\n[yellow]No provider key is configured, so nothing was sent.[/yellow] To run it, "
-                     f"{settings.key_variables_hint()}.")
+        errors.print(
+            f"\n[yellow]No provider key is configured, so nothing was sent.[/yellow] To run it, "
+            f"{settings.key_variables_hint()}."
+        )
         return 2
     with _runtime(settings, worker_threads=4) as settings, _service_manager(settings) as tools:
         from workers.celery_app import app
@@ -339,8 +366,10 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         finished = store.wait(record.id, args.timeout)
     if finished is None or not finished.status.terminal:
-        errors.print(f"job {record.id} still {finished.status if finished else 'unknown'} after {args.timeout:.0f}s;"
-                     " is a worker running for its queue?")
+        errors.print(
+            f"job {record.id} still {finished.status if finished else 'unknown'} after {args.timeout:.0f}s;"
+            " is a worker running for its queue?"
+        )
         return 1
     if args.json:
         print(finished.model_dump_json(indent=2))
@@ -375,16 +404,28 @@ def _metrics(args: argparse.Namespace) -> int:
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
-        ("requests", f"{report.total_requests:,} ({report.successful_requests:,} ok, {report.failed_requests:,} "
-                     f"failed, {report.rejected_requests:,} refused)"),
+        (
+            "requests",
+            f"{report.total_requests:,} ({report.successful_requests:,} ok, {report.failed_requests:,} "
+            f"failed, {report.rejected_requests:,} refused)",
+        ),
         ("success rate", f"{report.success_rate:.1%}"),
         ("requests per minute", f"{report.requests_per_minute:.2f}"),
-        ("duration", f"avg {report.avg_duration_ms:.0f} ms, p50 {report.p50_duration_ms:.0f}, "
-                     f"p95 {report.p95_duration_ms:.0f}, p99 {report.p99_duration_ms:.0f}"),
-        ("tokens", f"{report.total_tokens:,} (baseline {report.baseline_tokens:,}, saved "
-                   f"{report.total_tokens_saved:,} = {report.tokens_saved_pct:.1f}%)"),
-        ("cost", f"${report.total_cost_usd:.6f} (baseline ${report.baseline_cost_usd:.6f}, saved "
-                 f"${report.savings_usd:.6f} = {report.savings_pct:.1f}%)"),
+        (
+            "duration",
+            f"avg {report.avg_duration_ms:.0f} ms, p50 {report.p50_duration_ms:.0f}, "
+            f"p95 {report.p95_duration_ms:.0f}, p99 {report.p99_duration_ms:.0f}",
+        ),
+        (
+            "tokens",
+            f"{report.total_tokens:,} (baseline {report.baseline_tokens:,}, saved "
+            f"{report.total_tokens_saved:,} = {report.tokens_saved_pct:.1f}%)",
+        ),
+        (
+            "cost",
+            f"${report.total_cost_usd:.6f} (baseline ${report.baseline_cost_usd:.6f}, saved "
+            f"${report.savings_usd:.6f} = {report.savings_pct:.1f}%)",
+        ),
         ("cache hit rate", f"{report.cache_hit_rate:.1%} ({report.cache_hits:,} hits)"),
     ]
     for name in ("model", "intent", "tier", "provider"):
@@ -392,8 +433,14 @@ def _metrics(args: argparse.Namespace) -> int:
         rows.append((name + "s", ", ".join(f"{key} {value}" for key, value in distribution.items()) or "-"))
     if report.service_calls:
         errors_of = report.service_errors
-        rows.append(("service calls", ", ".join(
-            f"{name} {calls} ({errors_of.get(name, 0)} not ok)" for name, calls in report.service_calls.items())))
+        rows.append(
+            (
+                "service calls",
+                ", ".join(
+                    f"{name} {calls} ({errors_of.get(name, 0)} not ok)" for name, calls in report.service_calls.items()
+                ),
+            )
+        )
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -408,18 +455,38 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"rows": [row.model_dump() for row in rows], "totals": total}, indent=2))
         return 0
-    table = Table(title=f"Without: {rows[0].without_model}, naive prompt, whole documents. With: the plan.",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=f"Without: {rows[0].without_model}, naive prompt, whole documents. With: the plan.",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for column in ("request", "intent/tier", "without", "USD", "with", "USD", "model", "saved"):
-        table.add_column(column, justify="left" if column in ("request", "intent/tier", "model") else "right",
-                         no_wrap=True)
+        table.add_column(
+            column, justify="left" if column in ("request", "intent/tier", "model") else "right", no_wrap=True
+        )
     for row in rows:
         saved = 100 * (row.without_cost_usd - row.with_cost_usd) / row.without_cost_usd
-        table.add_row(row.kind, f"{row.intent}/{row.tier}", f"{row.without_tokens:,}", f"{row.without_cost_usd:.4f}",
-                      f"{row.with_tokens:,}", f"{row.with_cost_usd:.4f}", row.with_model, f"{saved:.0f}%")
+        table.add_row(
+            row.kind,
+            f"{row.intent}/{row.tier}",
+            f"{row.without_tokens:,}",
+            f"{row.without_cost_usd:.4f}",
+            f"{row.with_tokens:,}",
+            f"{row.with_cost_usd:.4f}",
+            row.with_model,
+            f"{saved:.0f}%",
+        )
     table.add_section()
-    table.add_row("total", "", f"{total['without_tokens']:,}", f"{total['without_cost_usd']:.4f}",
-                  f"{total['with_tokens']:,}", f"{total['with_cost_usd']:.4f}", "", f"{total['savings_pct']:.0f}%")
+    table.add_row(
+        "total",
+        "",
+        f"{total['without_tokens']:,}",
+        f"{total['without_cost_usd']:.4f}",
+        f"{total['with_tokens']:,}",
+        f"{total['with_cost_usd']:.4f}",
+        "",
+        f"{total['savings_pct']:.0f}%",
+    )
     Console(highlight=False, width=max(console.width, 104)).print(table)  # narrower would truncate the figures
     console.print(
         f"WITHOUT orchestrator: {total['without_tokens']:,} tokens, ${total['without_cost_usd']:.4f}\n"
@@ -427,8 +494,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"Savings: {total['tokens_saved']:,} tokens ({total['tokens_saved_pct']}%), "
         f"${total['savings_usd']:.4f} ({total['savings_pct']}%)"
     )
-    console.print("[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
-                  "the answer length is the same estimate on both sides. Nothing was sent.[/dim]")
+    console.print(
+        "[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
+        "the answer length is the same estimate on both sides. Nothing was sent.[/dim]"
+    )
     return 0
 
 
@@ -442,10 +511,12 @@ def _batch(args: argparse.Namespace) -> int:
             if args.json:
                 print(plan.model_dump_json(indent=2))
             else:
-                console.print(f"{plan.planned} items planned, {plan.refused} refused\n"
-                              f"WITHOUT orchestrator: {plan.baseline_tokens:,} tokens, ${plan.baseline_cost_usd:.4f}\n"
-                              f"WITH orchestrator:    {plan.tokens:,} tokens, ${plan.cost_usd:.4f}\n"
-                              f"Savings: ${plan.savings_usd:.4f} ({plan.savings_pct}%)")
+                console.print(
+                    f"{plan.planned} items planned, {plan.refused} refused\n"
+                    f"WITHOUT orchestrator: {plan.baseline_tokens:,} tokens, ${plan.baseline_cost_usd:.4f}\n"
+                    f"WITH orchestrator:    {plan.tokens:,} tokens, ${plan.cost_usd:.4f}\n"
+                    f"Savings: ${plan.savings_usd:.4f} ({plan.savings_pct}%)"
+                )
                 for item in plan.items:
                     if item.error:
                         errors.print(f"line {item.line}: {item.error}")
@@ -487,8 +558,14 @@ def _keys_list(args: argparse.Namespace) -> int:
     with _key_store() as keys:
         for api_key in keys.list():
             budget = f"${api_key.budget_usd:.4f}/{api_key.budget_period}" if api_key.budget_usd is not None else "-"
-            table.add_row(api_key.id, api_key.name, "revoked" if api_key.revoked else "active", budget,
-                          f"${keys.spent(api_key):.6f}", str(api_key.rate_per_minute or "-"))
+            table.add_row(
+                api_key.id,
+                api_key.name,
+                "revoked" if api_key.revoked else "active",
+                budget,
+                f"${keys.spent(api_key):.6f}",
+                str(api_key.rate_per_minute or "-"),
+            )
     console.print(table)
     return 0
 
@@ -519,22 +596,38 @@ def _serve(args: argparse.Namespace) -> int:
 
         app = create_app(settings)
         freeze_startup_heap()
-        uvicorn.run(app, host=args.host or settings.api_host, port=args.port or settings.api_port,
-                    access_log=settings.api_access_log)
+        uvicorn.run(
+            app,
+            host=args.host or settings.api_host,
+            port=args.port or settings.api_port,
+            access_log=settings.api_access_log,
+        )
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.redis_url:
-        errors.print("a separate worker needs a shared Redis: set ORCH_REDIS_URL (the embedded mode runs its "
-                     "workers inside `orchestrator serve`)")
+        errors.print(
+            "a separate worker needs a shared Redis: set ORCH_REDIS_URL (the embedded mode runs its "
+            "workers inside `orchestrator serve`)"
+        )
         return 2
     concurrency = args.concurrency or (settings.worker_concurrency if args.pool in ("threads", "gevent") else None)
     # A node name per process: Flower, remote control and the job records tell workers apart by it.
     name = f"{args.queues.split(',')[0].split('.')[0]}-{os.getpid()}@%h"
-    argv = ["worker", "--queues", args.queues, "--pool", args.pool, "--loglevel", args.loglevel, "-E",
-            "--hostname", name]
+    argv = [
+        "worker",
+        "--queues",
+        args.queues,
+        "--pool",
+        args.pool,
+        "--loglevel",
+        args.loglevel,
+        "-E",
+        "--hostname",
+        name,
+    ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if args.pool == "gevent":

@@ -17,7 +17,7 @@ from api.submission import JobRequest, propose
 from shared.settings import Settings
 from shared.tokens import count_tokens
 
-LOGIN_HANDLER = '''\
+LOGIN_HANDLER = """\
 @app.post("/login")
 def login(form: LoginForm, db: Session = Depends(get_db)):
     user = db.execute(f"SELECT * FROM users WHERE name = '{form.username}'").first()
@@ -28,7 +28,7 @@ def login(form: LoginForm, db: Session = Depends(get_db)):
         return response
     logger.info("failed login for %s with password %s", form.username, form.password)
     raise HTTPException(401)
-'''
+"""
 
 
 def standard_library_source(min_tokens: int) -> list[str]:
@@ -48,23 +48,53 @@ def demo_requests() -> list[tuple[str, JobRequest]]:
     return [
         ("question", JobRequest(request="What is the capital of Australia?")),
         ("translation", JobRequest(request="Translate 'Where is the train station?' into German.")),
-        ("code", JobRequest(request="Create a REST API for user management",
-                            context={"framework": "FastAPI", "database": "PostgreSQL", "auth": "JWT"})),
-        ("search", JobRequest(request="Find every place where the retry policy is configured",
-                              context={"repository": "billing-service", "languages": ["Python", "YAML"]})),
-        ("review", JobRequest(request="Analyze the security vulnerabilities in this login handler",
-                              context={"code": LOGIN_HANDLER, "framework": "FastAPI"})),
-        ("operations", JobRequest(request="Restart the nginx deployment on the staging cluster and verify that "
-                                          "the health checks pass", context={"cluster": "staging-eu-1",
-                                                                            "namespace": "web"})),
-        ("design", JobRequest(request=(
-            "Design a distributed, fault-tolerant job scheduler in Python that must support exactly-once "
-            "execution, handle worker crashes without losing jobs, scale to 10k jobs per second, and include "
-            "tests. Then write a migration plan from our legacy cron setup, ensuring backward compatibility and "
-            "zero downtime."))),
-        ("document", JobRequest(request="Find where the standard library validates file paths and explain it",
-                                document="\n\n".join(standard_library_source(300_000)),
-                                options={"preferred_models": ["gpt-4o-mini"]})),
+        (
+            "code",
+            JobRequest(
+                request="Create a REST API for user management",
+                context={"framework": "FastAPI", "database": "PostgreSQL", "auth": "JWT"},
+            ),
+        ),
+        (
+            "search",
+            JobRequest(
+                request="Find every place where the retry policy is configured",
+                context={"repository": "billing-service", "languages": ["Python", "YAML"]},
+            ),
+        ),
+        (
+            "review",
+            JobRequest(
+                request="Analyze the security vulnerabilities in this login handler",
+                context={"code": LOGIN_HANDLER, "framework": "FastAPI"},
+            ),
+        ),
+        (
+            "operations",
+            JobRequest(
+                request="Restart the nginx deployment on the staging cluster and verify that the health checks pass",
+                context={"cluster": "staging-eu-1", "namespace": "web"},
+            ),
+        ),
+        (
+            "design",
+            JobRequest(
+                request=(
+                    "Design a distributed, fault-tolerant job scheduler in Python that must support exactly-once "
+                    "execution, handle worker crashes without losing jobs, scale to 10k jobs per second, and include "
+                    "tests. Then write a migration plan from our legacy cron setup, ensuring backward compatibility "
+                    "and zero downtime."
+                )
+            ),
+        ),
+        (
+            "document",
+            JobRequest(
+                request="Find where the standard library validates file paths and explain it",
+                document="\n\n".join(standard_library_source(300_000)),
+                options={"preferred_models": ["gpt-4o-mini"]},
+            ),
+        ),
     ]
 
 
@@ -86,18 +116,20 @@ def demo_rows(settings: Settings) -> list[DemoRow]:
     for kind, body in demo_requests():
         proposal = propose(body, settings, require_keys=False)
         plan = proposal.plan
-        rows.append(DemoRow(
-            kind=kind,
-            request=body.request,
-            intent=proposal.analysis.intent,
-            tier=proposal.analysis.tier,
-            without_model=plan.baseline.model,
-            without_tokens=plan.baseline.input_tokens + plan.baseline.output_tokens,
-            without_cost_usd=plan.baseline.cost_usd,
-            with_model=plan.model,
-            with_tokens=plan.estimated_input_tokens + plan.estimated_output_tokens,
-            with_cost_usd=plan.estimated_cost_usd,
-        ))
+        rows.append(
+            DemoRow(
+                kind=kind,
+                request=body.request,
+                intent=proposal.analysis.intent,
+                tier=proposal.analysis.tier,
+                without_model=plan.baseline.model,
+                without_tokens=plan.baseline.input_tokens + plan.baseline.output_tokens,
+                without_cost_usd=plan.baseline.cost_usd,
+                with_model=plan.model,
+                with_tokens=plan.estimated_input_tokens + plan.estimated_output_tokens,
+                with_cost_usd=plan.estimated_cost_usd,
+            )
+        )
     return rows
 
 

@@ -70,10 +70,19 @@ class JobResult(BaseModel):
     @classmethod
     def of(cls, record: JobRecord) -> JobResult:
         return cls(
-            id=record.id, status=record.status, stage=record.stage, progress=record.progress, result=record.result,
-            stop_reason=record.stop_reason, model=record.model_used or record.plan.model, usage=record.usage,
-            cost_usd=record.cost_usd, baseline_cost_usd=record.baseline_cost_usd, savings_usd=record.savings_usd,
-            savings_pct=record.savings_pct, error=record.error,
+            id=record.id,
+            status=record.status,
+            stage=record.stage,
+            progress=record.progress,
+            result=record.result,
+            stop_reason=record.stop_reason,
+            model=record.model_used or record.plan.model,
+            usage=record.usage,
+            cost_usd=record.cost_usd,
+            baseline_cost_usd=record.baseline_cost_usd,
+            savings_usd=record.savings_usd,
+            savings_pct=record.savings_pct,
+            error=record.error,
             document_tokens_sent=record.document.sent_tokens if record.document else None,
             document_tokens_saved=record.document.tokens_saved if record.document else None,
         )
@@ -88,11 +97,21 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         ),
     )
 
-    def body(request: str, context: dict[str, Any] | None, options: RequestOptions | None,
-             document: str | None = None, document_id: str | None = None) -> JobRequest:
+    def body(
+        request: str,
+        context: dict[str, Any] | None,
+        options: RequestOptions | None,
+        document: str | None = None,
+        document_id: str | None = None,
+    ) -> JobRequest:
         try:
-            return JobRequest(request=request, context=context or {}, options=options or RequestOptions(),
-                              document=document, document_id=document_id)
+            return JobRequest(
+                request=request,
+                context=context or {},
+                options=options or RequestOptions(),
+                document=document,
+                document_id=document_id,
+            )
         except ValidationError as error:
             raise ToolError(f"invalid arguments: {error.errors()[0]['msg']}") from None
 
@@ -112,8 +131,9 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
         store = JobStore(settings)
         breakers = tools.breakers if tools else None
-        return store, await run(partial(submit, api_key=_caller(ctx, store), tools=tools, breakers=breakers), job,
-                                settings, store, celery)
+        return store, await run(
+            partial(submit, api_key=_caller(ctx, store), tools=tools, breakers=breakers), job, settings, store, celery
+        )
 
     @server.tool()
     async def orchestrate(
@@ -129,8 +149,13 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         takes preferred_models, max_cost (USD), max_tokens, strategy; `document` (text) or `document_id` (from an
         upload) is compressed when it does not fit. Returns the answer with its tokens, cost and savings."""
         job = body(request, context, options, document, document_id)
-        if (settings.use_host_model and document is None and document_id is None and _host_can_sample(ctx)
-                and not await run(needs_services, job)):  # sampling cannot run the tool-call loop
+        if (
+            settings.use_host_model
+            and document is None
+            and document_id is None
+            and _host_can_sample(ctx)
+            and not await run(needs_services, job)
+        ):  # sampling cannot run the tool-call loop
             return await _from_host(job, ctx, settings)
         store, record = await queue(job, ctx)
         try:
@@ -146,8 +171,7 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
     ) -> Proposal:
         """Intent, complexity tier, token counts and the plan (model, fallbacks, estimated and baseline cost),
         without running anything, and the downstream services and tools it would be offered."""
-        return await run(lambda: propose(body(request, context, options), settings, require_keys=False,
-                                         tools=tools))
+        return await run(lambda: propose(body(request, context, options), settings, require_keys=False, tools=tools))
 
     @server.tool()
     async def list_services() -> list[ServiceState]:
@@ -258,8 +282,11 @@ async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobRe
     started = time.time()
     try:
         answer = await ctx.session.create_message(
-            [types.SamplingMessage(role="user", content=types.TextContent(
-                type="text", text=user_prompt(job.request, job.context)))],
+            [
+                types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text=user_prompt(job.request, job.context))
+                )
+            ],
             max_tokens=plan.max_output_tokens,
             system_prompt=system_prompt(analysis.intent, plan.tier),
             model_preferences=types.ModelPreferences(hints=[types.ModelHint(name=plan.model)]),
@@ -269,13 +296,26 @@ async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobRe
     text = answer.content.text if isinstance(answer.content, types.TextContent) else str(answer.content)
     store = JobStore(settings)
     record = JobRecord(
-        id=new_job_id(), status=JobStatus.succeeded, stage="done", progress=1.0, queue="mcp-host",
-        created_at=started, started_at=started, finished_at=time.time(),
+        id=new_job_id(),
+        status=JobStatus.succeeded,
+        stage="done",
+        progress=1.0,
+        queue="mcp-host",
+        created_at=started,
+        started_at=started,
+        finished_at=time.time(),
         input=JobInput(request=job.request, context=job.context, options=job.options),
-        analysis=analysis, plan=plan, result=text, stop_reason=stop_reason(answer.stop_reason), model_used=answer.model,
+        analysis=analysis,
+        plan=plan,
+        result=text,
+        stop_reason=stop_reason(answer.stop_reason),
+        model_used=answer.model,
         provider_used=HOST_PROVIDER,
-        usage=Usage(input_tokens=0, output_tokens=0, reported_by_provider=False), cost_usd=0.0,
-        baseline_cost_usd=plan.baseline.cost_usd, savings_usd=plan.baseline.cost_usd, savings_pct=100.0,
+        usage=Usage(input_tokens=0, output_tokens=0, reported_by_provider=False),
+        cost_usd=0.0,
+        baseline_cost_usd=plan.baseline.cost_usd,
+        savings_usd=plan.baseline.cost_usd,
+        savings_pct=100.0,
     )
     await anyio.to_thread.run_sync(store.create, record)
     await anyio.to_thread.run_sync(MetricsRecorder(settings, store.redis).record, record.outcome())

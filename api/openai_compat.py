@@ -99,10 +99,17 @@ class OpenAIErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, str] = {
-    400: "Invalid or unsupported request, or model not available", 401: "Missing or invalid API key",
-    403: "Revoked API key", 404: "No such model", 405: "Method not allowed", 413: "Too large",
-    429: "Rate limit or budget reached", 502: "The provider failed", 503: "Redis unreachable or no provider configured",
-    504: "No answer in time", "4XX": "Any other client error",
+    400: "Invalid or unsupported request, or model not available",
+    401: "Missing or invalid API key",
+    403: "Revoked API key",
+    404: "No such model",
+    405: "Method not allowed",
+    413: "Too large",
+    429: "Rate limit or budget reached",
+    502: "The provider failed",
+    503: "Redis unreachable or no provider configured",
+    504: "No answer in time",
+    "4XX": "Any other client error",
 }
 
 
@@ -115,8 +122,14 @@ router = APIRouter(tags=["openai"], responses=_errors(401, 403, 405, 413, 429, 5
 
 
 class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
@@ -130,10 +143,10 @@ class OpenAIError(Exception):
             return cls(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}")
         places = [_place(error) for error in errors]
         parent = places[0][:-1]
-        together = [i for i, place in enumerate(places) if parent and place[:len(parent)] == parent] or [0]
+        together = [i for i, place in enumerate(places) if parent and place[: len(parent)] == parent] or [0]
         shared = commonprefix([places[i] for i in together])
         where = ".".join(map(str, shared))
-        why = "; ".join(dict.fromkeys(_reason(errors[i]["msg"], places[i][len(shared):]) for i in together))
+        why = "; ".join(dict.fromkeys(_reason(errors[i]["msg"], places[i][len(shared) :]) for i in together))
         return cls(400, f"{where}: {why}" if where else why, param=param or where or None)
 
     def body(self) -> dict[str, Any]:
@@ -157,19 +170,31 @@ def refusal(chat: ChatCompletionRequest) -> OpenAIError | None:
     """What the request asks that one plain-text answer to its text cannot give: several choices, calls of the
     caller's tools, log-probabilities, a JSON format, audio, or a look at images and files. Refused by name rather
     than dropped: a client relying on it would otherwise take the answer for what it asked for."""
-    asked = {"n": (chat.n or 1) > 1, "tools": bool(chat.tools) and chat.tool_choice != "none",
-             "functions": bool(chat.functions), "logprobs": bool(chat.logprobs),
-             "response_format": ((chat.response_format or {}).get("type") or "text") != "text",
-             "modalities": any(modality != "text" for modality in chat.modalities or ()),
-             "audio": chat.audio is not None}
+    asked = {
+        "n": (chat.n or 1) > 1,
+        "tools": bool(chat.tools) and chat.tool_choice != "none",
+        "functions": bool(chat.functions),
+        "logprobs": bool(chat.logprobs),
+        "response_format": ((chat.response_format or {}).get("type") or "text") != "text",
+        "modalities": any(modality != "text" for modality in chat.modalities or ()),
+        "audio": chat.audio is not None,
+    }
     if param := next((name for name, given in asked.items() if given), None):
-        return OpenAIError(400, f"{param} is not supported: the orchestrator answers with one plain-text choice",
-                           code="unsupported_parameter", param=param)
+        return OpenAIError(
+            400,
+            f"{param} is not supported: the orchestrator answers with one plain-text choice",
+            code="unsupported_parameter",
+            param=param,
+        )
     for i, message in enumerate(chat.messages):
         parts = message.content if isinstance(message.content, list) else []
         if kinds := sorted({part.type for part in parts} - READABLE_PARTS):
-            return OpenAIError(400, f"messages.{i}.content: only text parts are read, not {', '.join(kinds)}",
-                               code="unsupported_content", param=f"messages.{i}.content")
+            return OpenAIError(
+                400,
+                f"messages.{i}.content: only text parts are read, not {', '.join(kinds)}",
+                code="unsupported_content",
+                param=f"messages.{i}.content",
+            )
     return None
 
 
@@ -185,9 +210,11 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     history = [f"{m.role}: {m.text}" for m in chat.messages[:last] if m.role in ("user", "assistant") and m.text]
     if history:
         context["conversation"] = "\n".join(history)
-    options: dict[str, Any] = {"max_tokens": chat.max_completion_tokens or chat.max_tokens,
-                               "temperature": chat.temperature,
-                               "stop": [chat.stop] if isinstance(chat.stop, str) else chat.stop or []}
+    options: dict[str, Any] = {
+        "max_tokens": chat.max_completion_tokens or chat.max_tokens,
+        "temperature": chat.temperature,
+        "stop": [chat.stop] if isinstance(chat.stop, str) else chat.stop or [],
+    }
     if chat.model != AUTO:
         options["preferred_models"] = [chat.model]
     try:
@@ -200,13 +227,17 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
 def _headers(record: JobRecord) -> dict[str, str]:
     headers = {"x-orchestrator-job-id": record.id, "x-orchestrator-model": record.model_used or record.plan.model}
     if record.cost_usd is not None:
-        headers |= {"x-orchestrator-cost-usd": f"{record.cost_usd:.8f}",
-                    "x-orchestrator-baseline-cost-usd": f"{record.baseline_cost_usd:.8f}",
-                    "x-orchestrator-savings-usd": f"{record.savings_usd:.8f}"}
+        headers |= {
+            "x-orchestrator-cost-usd": f"{record.cost_usd:.8f}",
+            "x-orchestrator-baseline-cost-usd": f"{record.baseline_cost_usd:.8f}",
+            "x-orchestrator-savings-usd": f"{record.savings_usd:.8f}",
+        }
     else:
-        headers |= {"x-orchestrator-estimated-cost-usd": f"{record.plan.estimated_cost_usd:.8f}",
-                    "x-orchestrator-baseline-cost-usd": f"{record.plan.baseline.cost_usd:.8f}",
-                    "x-orchestrator-estimated-savings-usd": f"{record.plan.estimated_savings_usd:.8f}"}
+        headers |= {
+            "x-orchestrator-estimated-cost-usd": f"{record.plan.estimated_cost_usd:.8f}",
+            "x-orchestrator-baseline-cost-usd": f"{record.plan.baseline.cost_usd:.8f}",
+            "x-orchestrator-estimated-savings-usd": f"{record.plan.estimated_savings_usd:.8f}",
+        }
     return headers
 
 
@@ -219,8 +250,9 @@ def _usage(record: JobRecord) -> dict[str, int]:
 def _failure(record: JobRecord) -> OpenAIError:
     if record.status == JobStatus.failed:
         return OpenAIError(502, record.error or "the request failed", "api_error", "upstream_error")
-    return OpenAIError(504, f"no answer within {CHAT_WAIT_SECONDS}s; job {record.id} is {record.status}",
-                       "api_error", "timeout")
+    return OpenAIError(
+        504, f"no answer within {CHAT_WAIT_SECONDS}s; job {record.id} is {record.status}", "api_error", "timeout"
+    )
 
 
 @router.post(CHAT_COMPLETIONS, responses=_errors(400, 429, 502, 503, 504))
@@ -234,8 +266,17 @@ def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
     settings, celery = state.settings, state.celery
     store = JobStore(settings)
     try:
-        record = submit(job_request(chat), settings, store, celery, None, chat.stream, request.state.api_key,
-                        state.tools, state.tools.breakers)
+        record = submit(
+            job_request(chat),
+            settings,
+            store,
+            celery,
+            None,
+            chat.stream,
+            request.state.api_key,
+            state.tools,
+            state.tools.breakers,
+        )
     except OpenAIError as error:
         return error.response()
     except PlanningError as error:
@@ -250,26 +291,40 @@ def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
         return OpenAIError(400, f"model {chat.model} is not available: {why}", code="model_not_available").response()
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        return StreamingResponse(_chunks(store, record, include_usage), media_type="text/event-stream",
-                                 headers=_headers(record))
+        return StreamingResponse(
+            _chunks(store, record, include_usage), media_type="text/event-stream", headers=_headers(record)
+        )
     finished = store.wait(record.id, CHAT_WAIT_SECONDS)
     if finished is None or finished.status != JobStatus.succeeded:
         return _failure(finished or record).response()
-    return JSONResponse({
-        "id": f"chatcmpl-{finished.id}",
-        "object": "chat.completion",
-        "created": int(finished.created_at),
-        "model": finished.model_used,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": finished.result},
-                     "finish_reason": finished.stop_reason or "stop", "logprobs": None}],
-        "usage": _usage(finished),
-    }, headers=_headers(finished))
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{finished.id}",
+            "object": "chat.completion",
+            "created": int(finished.created_at),
+            "model": finished.model_used,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": finished.result},
+                    "finish_reason": finished.stop_reason or "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(finished),
+        },
+        headers=_headers(finished),
+    )
 
 
 def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator[str]:
     """SSE chunks: the role, each relayed piece as it arrives, the finish, the usage, then [DONE]."""
-    base = {"id": f"chatcmpl-{record.id}", "object": "chat.completion.chunk", "created": int(record.created_at),
-            "model": record.plan.model}
+    base = {
+        "id": f"chatcmpl-{record.id}",
+        "object": "chat.completion.chunk",
+        "created": int(record.created_at),
+        "model": record.plan.model,
+    }
 
     def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -314,8 +369,10 @@ def _model(name: str, owner: str) -> dict[str, Any]:
 def list_models(request: Request) -> dict[str, Any]:
     """`auto` and every catalog model, in OpenAI's list format."""
     models = request.app.state.settings.models
-    return {"object": "list",
-            "data": [_model(AUTO, "orchestrator"), *(_model(name, spec.provider) for name, spec in models.items())]}
+    return {
+        "object": "list",
+        "data": [_model(AUTO, "orchestrator"), *(_model(name, spec.provider) for name, spec in models.items())],
+    }
 
 
 @router.get(f"{MODELS}/{{model:path}}", responses=_errors(404))
@@ -324,6 +381,7 @@ def retrieve_model(model: str, request: Request) -> Any:
     if model == AUTO:
         return _model(AUTO, "orchestrator")
     if (spec := request.app.state.settings.models.get(model)) is None:
-        return OpenAIError(404, f"The model {model!r} does not exist; GET /v1/models lists them",
-                           code="model_not_found", param="model").response()
+        return OpenAIError(
+            404, f"The model {model!r} does not exist; GET /v1/models lists them", code="model_not_found", param="model"
+        ).response()
     return _model(model, spec.provider)

@@ -31,8 +31,12 @@ _COUNTERS = {
     "cost_usd": "Cost of provider calls in USD",
     "baseline_cost_usd": "Cost the baseline model would have had in USD",
 }
-_LABELLED = {"model": "Requests served per model", "provider": "Requests served per provider",
-             "intent": "Requests per intent", "tier": "Requests per complexity tier"}
+_LABELLED = {
+    "model": "Requests served per model",
+    "provider": "Requests served per provider",
+    "intent": "Requests per intent",
+    "tier": "Requests per complexity tier",
+}
 
 
 class RedisTotalsCollector(Collector):
@@ -53,8 +57,10 @@ class RedisTotalsCollector(Collector):
                 if field.startswith(f"{dimension}:"):
                     family.add_metric([field.split(":", 1)[1]], value)
             yield family
-        for kind, help_text in (("calls", "Downstream MCP tool calls per service"),
-                                ("errors", "Downstream MCP tool calls per service that did not end ok")):
+        for kind, help_text in (
+            ("calls", "Downstream MCP tool calls per service"),
+            ("errors", "Downstream MCP tool calls per service that did not end ok"),
+        ):
             family = CounterMetricFamily(f"orchestrator_service_{kind}", help_text, labels=["service"])
             for field, value in totals.items():
                 if field.startswith(f"service_{kind}:"):
@@ -66,6 +72,8 @@ class RedisTotalsCollector(Collector):
             buckets.append((str(latency_bucket_upper_ms(index) / 1000), cumulative))
         buckets[-1] = ("+Inf", cumulative)
         yield HistogramMetricFamily(
-            "orchestrator_request_duration_seconds", "End-to-end request duration",
-            buckets=buckets, sum_value=totals.get("latency_ms_total", 0.0) / 1000,
+            "orchestrator_request_duration_seconds",
+            "End-to-end request duration",
+            buckets=buckets,
+            sum_value=totals.get("latency_ms_total", 0.0) / 1000,
         )

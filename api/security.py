@@ -19,10 +19,14 @@ from shared.auth import KeyStore
 from shared.settings import Settings
 from shared.store import StoreUnavailable, redis_client
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
-OPENAI_CODES = {401: "invalid_api_key", 403: "revoked_api_key", 413: "request_too_large", 429: "rate_limit_exceeded",
-                503: "store_unavailable"}
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPENAI_CODES = {
+    401: "invalid_api_key",
+    403: "revoked_api_key",
+    413: "request_too_large",
+    429: "rate_limit_exceeded",
+    503: "store_unavailable",
+}
 
 
 class ApiKeyMiddleware:
@@ -41,25 +45,36 @@ class ApiKeyMiddleware:
         headers = dict(scope["headers"])
         scheme, _, secret = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            await _reply(scope, send, 401, "missing API key: send `Authorization: Bearer <key>` (create one with "
-                                           "`orchestrator keys create`)", {"www-authenticate": "Bearer"})
+            await _reply(
+                scope,
+                send,
+                401,
+                "missing API key: send `Authorization: Bearer <key>` (create one with `orchestrator keys create`)",
+                {"www-authenticate": "Bearer"},
+            )
             return
         try:
             keys = KeyStore(self.settings, redis_client(self.settings))
             api_key = keys.authenticate(secret.strip())
             wait = keys.rate_limited(api_key) if api_key and not api_key.revoked else None
         except (redis.RedisError, StoreUnavailable) as error:
-            await _reply(scope, send, 503, f"the key store (Redis) is unavailable, retry shortly: {error}",
-                         {"retry-after": "2"})
+            await _reply(
+                scope, send, 503, f"the key store (Redis) is unavailable, retry shortly: {error}", {"retry-after": "2"}
+            )
             return
         if api_key is None:
             await _reply(scope, send, 401, "invalid API key", {"www-authenticate": "Bearer"})
         elif api_key.revoked:
             await _reply(scope, send, 403, f"API key {api_key.name!r} has been revoked")
         elif wait is not None:
-            await _reply(scope, send, 429, f"rate limit of {api_key.rate_per_minute} requests per minute reached "
-                                           f"for key {api_key.name!r}; retry in {wait:.0f}s",
-                         {"retry-after": str(int(wait) + 1)})
+            await _reply(
+                scope,
+                send,
+                429,
+                f"rate limit of {api_key.rate_per_minute} requests per minute reached "
+                f"for key {api_key.name!r}; retry in {wait:.0f}s",
+                {"retry-after": str(int(wait) + 1)},
+            )
         else:
             scope["state"]["api_key"] = api_key
             await self.app(scope, receive, send)
@@ -88,7 +103,11 @@ class BodySizeLimit:
         if scope["type"] == "http":
             declared = dict(scope["headers"]).get(b"content-length", b"")
             if declared.isdigit() and int(declared) > self.limit:
-                await _reply(scope, send, 413, f"request body of {int(declared):,} bytes is larger than the limit "
-                                               f"of {self.limit:,} bytes")
+                await _reply(
+                    scope,
+                    send,
+                    413,
+                    f"request body of {int(declared):,} bytes is larger than the limit of {self.limit:,} bytes",
+                )
                 return
         await self.app(scope, receive, send)

@@ -138,8 +138,9 @@ def propose(
     if settings.mcp_services and tools is not None:
         catalog, unavailable = tools.catalog()
         selection = select_services(body.request, analysis.intent, settings.mcp_services, catalog, unavailable)
-    return Proposal(analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens),
-                    services=selection)
+    return Proposal(
+        analysis=analysis, plan=plan(analysis, constraints, settings, body.options.max_tokens), services=selection
+    )
 
 
 def stored_document(body: JobRequest, documents: DocumentStore) -> DocumentInfo | None:
@@ -174,8 +175,13 @@ def submit(
     if open_breakers is None:  # a long-lived `breakers` answers from its snapshot, without a round trip
         open_breakers = (breakers or CircuitBreakers(settings, store.redis)).unavailable()
     try:
-        proposal = propose(body, settings, open_breakers=open_breakers,
-                           document_tokens=document.tokens if document else None, tools=tools)
+        proposal = propose(
+            body,
+            settings,
+            open_breakers=open_breakers,
+            document_tokens=document.tokens if document else None,
+            tools=tools,
+        )
     except PlanningError:
         MetricsRecorder(settings, store.redis).record(RequestOutcome(succeeded=False, rejected=True))
         raise
@@ -195,8 +201,11 @@ def submit(
         if record.document:
             record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
         _reserve(record, api_key, worst_case_cost(proposal.plan, settings), settings, store)
-        store.create(record, sent_to=record.queue,
-                     enqueue=task_message(celery, EXECUTE_TASK, [record.id], record.queue, record.id))
+        store.create(
+            record,
+            sent_to=record.queue,
+            enqueue=task_message(celery, EXECUTE_TASK, [record.id], record.queue, record.id),
+        )
         return record
 
     chain = preprocessor_chain(settings, settings.usable_providers(), open_breakers)
@@ -218,14 +227,14 @@ def submit(
     record.stage, record.queue = "queued for preprocessing", PREPROCESS_QUEUE
     summaries = preprocessing_worst_case_usd(work, document.tokens, settings)
     _reserve(record, api_key, worst_case_cost(proposal.plan, settings) + summaries, settings, store)
-    store.create(record, enqueue=task_message(celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE,
-                                          record.id))
+    store.create(
+        record,
+        enqueue=task_message(celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE, record.id),
+    )
     return record
 
 
-def _reserve(
-    record: JobRecord, api_key: ApiKey | None, worst_case: float, settings: Settings, store: JobStore
-) -> None:
+def _reserve(record: JobRecord, api_key: ApiKey | None, worst_case: float, settings: Settings, store: JobStore) -> None:
     """Reserve the job's worst-case cost on the caller's budget (BudgetExhausted when it cannot)."""
     if api_key is not None:
         spend = KeyStore(settings, store.redis).reserve(api_key, worst_case)
@@ -235,8 +244,9 @@ def _reserve(
 def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, celery: Celery) -> bool:
     """Cancel an unfinished job: it never runs, or runs no further attempt; its budget reservation is released and
     its waiters woken. False if it had already finished."""
-    if not store.finish(record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(),
-                        error=reason):
+    if not store.finish(
+        record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error=reason
+    ):
         return False
     celery.control.revoke(record.id)
     settle_job(settings, store.redis, record, 0.0)
@@ -244,6 +254,14 @@ def cancel(record: JobRecord, reason: str, settings: Settings, store: JobStore, 
 
 
 __all__ = [
-    "DocumentTooLarge", "JobAccepted", "JobRequest", "NoProviderConfigured", "PlanningError", "Proposal",
-    "UnknownDocument", "cancel", "propose", "submit",
+    "DocumentTooLarge",
+    "JobAccepted",
+    "JobRequest",
+    "NoProviderConfigured",
+    "PlanningError",
+    "Proposal",
+    "UnknownDocument",
+    "cancel",
+    "propose",
+    "submit",
 ]

@@ -47,8 +47,10 @@ def worst_case_cost(plan: Plan, settings: Settings) -> float:
     """What the job could cost at most: its input at the chain's dearest input price, and every output token it
     may ask for at the dearest output price."""
     specs = [settings.models[model] for model in plan.chain]
-    return (plan.estimated_input_tokens * max(s.input_usd_per_mtok for s in specs)
-            + plan.max_output_tokens * max(s.output_usd_per_mtok for s in specs)) / 1_000_000
+    return (
+        plan.estimated_input_tokens * max(s.input_usd_per_mtok for s in specs)
+        + plan.max_output_tokens * max(s.output_usd_per_mtok for s in specs)
+    ) / 1_000_000
 
 
 # KEYS: spend. ARGV: amount, budget, ttl. Returns 1 when reserved.
@@ -81,11 +83,18 @@ class KeyStore:
     def _index(self) -> str:
         return key(self.settings, "apikeys")
 
-    def create(self, name: str, budget_usd: float | None = None, budget_period: str = "day",
-               rate_per_minute: int | None = None) -> tuple[ApiKey, str]:
+    def create(
+        self, name: str, budget_usd: float | None = None, budget_period: str = "day", rate_per_minute: int | None = None
+    ) -> tuple[ApiKey, str]:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        api_key = ApiKey(id=uuid.uuid4().hex[:12], name=name, created_at=time.time(), budget_usd=budget_usd,
-                         budget_period=budget_period, rate_per_minute=rate_per_minute)
+        api_key = ApiKey(
+            id=uuid.uuid4().hex[:12],
+            name=name,
+            created_at=time.time(),
+            budget_usd=budget_usd,
+            budget_period=budget_period,
+            rate_per_minute=rate_per_minute,
+        )
         digest = fingerprint(secret)
         with self.redis.pipeline() as pipe:
             pipe.set(self._key(digest), api_key.model_dump_json())

@@ -60,7 +60,7 @@ class BatchStore:
             pipe.hset(self._key(batch_id), mapping={"created_at": time.time(), "total": len(items)})
             pipe.expire(self._key(batch_id), ttl)
             for start in range(0, len(items), 1000):
-                pipe.rpush(f"{self._key(batch_id)}:items", *(i.model_dump_json() for i in items[start:start + 1000]))
+                pipe.rpush(f"{self._key(batch_id)}:items", *(i.model_dump_json() for i in items[start : start + 1000]))
             pipe.expire(f"{self._key(batch_id)}:items", ttl)
             pipe.execute()
         return batch_id
@@ -73,7 +73,7 @@ class BatchStore:
     def records(self, items: list[BatchItem]) -> Iterator[tuple[BatchItem, JobRecord | None]]:
         """Each item with its job record, read 200 at a time."""
         for start in range(0, len(items), 200):
-            window = items[start:start + 200]
+            window = items[start : start + 200]
             ids = [item.job_id for item in window if item.job_id]
             records = dict(zip(ids, self.jobs.get_many(ids), strict=True))
             for item in window:
@@ -119,16 +119,18 @@ def result_line(item: BatchItem, record: JobRecord | None) -> str:
     """One JSONL line of a batch's results."""
     if record is None:
         return json.dumps({"line": item.line, "status": "refused" if item.error else "expired", "error": item.error})
-    return json.dumps({
-        "line": item.line,
-        "job_id": record.id,
-        "status": record.status,
-        "result": record.result,
-        "stop_reason": record.stop_reason,
-        "model": record.model_used,
-        "input_tokens": record.usage.input_tokens if record.usage else None,
-        "output_tokens": record.usage.output_tokens if record.usage else None,
-        "cost_usd": record.cost_usd,
-        "baseline_cost_usd": record.baseline_cost_usd,
-        "error": record.error,
-    })
+    return json.dumps(
+        {
+            "line": item.line,
+            "job_id": record.id,
+            "status": record.status,
+            "result": record.result,
+            "stop_reason": record.stop_reason,
+            "model": record.model_used,
+            "input_tokens": record.usage.input_tokens if record.usage else None,
+            "output_tokens": record.usage.output_tokens if record.usage else None,
+            "cost_usd": record.cost_usd,
+            "baseline_cost_usd": record.baseline_cost_usd,
+            "error": record.error,
+        }
+    )

@@ -48,13 +48,16 @@ class BreakerState(BaseModel):
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
 # KEYS: open hash, probe lock. ARGV: model, probe lock ms.
-_ACQUIRE = _NOW + """
+_ACQUIRE = (
+    _NOW
+    + """
 local reopen = redis.call('HGET', KEYS[1], ARGV[1])
 if not reopen then return 'closed' end
 if now < tonumber(reopen) then return 'open' end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 'probe' end
 return 'open'
 """
+)
 
 # Calls are counted per slice of the window (a sixth of it) in one hash per model: fields "f:<slice>", "o:<slice>".
 _COUNTS = """
@@ -78,7 +81,10 @@ end
 """
 
 # KEYS: open hash, counts hash, probe lock. ARGV: model, window s, threshold, cooldown s, ratio, tallied successes.
-_FAILURE = _NOW + _COUNTS + """
+_FAILURE = (
+    _NOW
+    + _COUNTS
+    + """
 local reopen = redis.call('HGET', KEYS[1], ARGV[1])
 if reopen then
   if now >= tonumber(reopen) then
@@ -98,11 +104,15 @@ if failures >= tonumber(ARGV[3]) and failures >= tonumber(ARGV[5]) * (failures +
 end
 return 'closed'
 """
+)
 
 # KEYS: open hash, counts hash, probe lock. ARGV: model, window s, successes, whether they may close the breaker.
 # Tallied successes (may close = 0) are from calls made while the breaker looked closed; they must not close one
 # that opened since.
-_SUCCESS = _NOW + _COUNTS + """
+_SUCCESS = (
+    _NOW
+    + _COUNTS
+    + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   if ARGV[4] == '0' then return 'open' end
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -112,6 +122,7 @@ end
 count('o:', tonumber(ARGV[3]))
 return 'closed'
 """
+)
 
 
 @dataclass(frozen=True)
@@ -158,8 +169,9 @@ class CircuitBreakers:
                 pipe.hgetall(self._open)
                 pipe.time()
                 opened, (seconds, micros) = pipe.execute()
-            snapshot = _Snapshot(time.monotonic(), seconds + micros / 1e6,
-                                 {model: float(reopen) for model, reopen in opened.items()})
+            snapshot = _Snapshot(
+                time.monotonic(), seconds + micros / 1e6, {model: float(reopen) for model, reopen in opened.items()}
+            )
             self._snapshot = snapshot
         return snapshot.reopen_at
 
@@ -170,8 +182,14 @@ class CircuitBreakers:
             successes = self._tally.pop(model, 0)  # judged with the successes of this process not yet written
         outcome = self._failure(
             keys=[self._open, self._counts(model), self._probe(model)],
-            args=[model, policy.breaker_window_seconds, policy.breaker_failure_threshold,
-                  policy.breaker_cooldown_seconds, policy.breaker_failure_ratio, successes],
+            args=[
+                model,
+                policy.breaker_window_seconds,
+                policy.breaker_failure_threshold,
+                policy.breaker_cooldown_seconds,
+                policy.breaker_failure_ratio,
+                successes,
+            ],
         )
         if outcome in ("opened", "reopened"):
             self._snapshot = None  # this process sees its own opening at once
@@ -192,8 +210,10 @@ class CircuitBreakers:
             self._write_successes(tallied, count, may_close=False)
 
     def _write_successes(self, model: str, count: int, may_close: bool) -> None:
-        self._success(keys=[self._open, self._counts(model), self._probe(model)],
-                      args=[model, self.policy.breaker_window_seconds, count, int(may_close)])
+        self._success(
+            keys=[self._open, self._counts(model), self._probe(model)],
+            args=[model, self.policy.breaker_window_seconds, count, int(may_close)],
+        )
 
     def unavailable(self) -> set[str]:
         """Models whose breaker is open and not yet due for a probe: planning leaves them out."""
@@ -218,11 +238,13 @@ class CircuitBreakers:
             count = sum(int(v) for f, v in fields.items() if f.startswith("f:") and int(f[2:]) > recent)
             reopen = float(opened[model]) if model in opened else None
             state = "closed" if reopen is None else "open" if reopen > now else "half_open"
-            states.append(BreakerState(
-                model=model,
-                provider=self.settings.models[model].provider,
-                state=state,
-                recent_failures=count,
-                reopens_in_s=round(max(0.0, reopen - now), 3) if reopen is not None else None,
-            ))
+            states.append(
+                BreakerState(
+                    model=model,
+                    provider=self.settings.models[model].provider,
+                    state=state,
+                    recent_failures=count,
+                    reopens_in_s=round(max(0.0, reopen - now), 3) if reopen is not None else None,
+                )
+            )
         return states

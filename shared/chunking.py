@@ -44,8 +44,12 @@ PARALLEL_MIN_CHARS = 1 << 18
 _PARALLEL_SAFE_ENCODINGS = frozenset({"o200k_base", "cl100k_base"})
 _SPLIT_POINT = re.compile(r"\n(?=\w)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_SETTING_NAMES = {"chunk_size": "default_chunk_size", "overlap": "overlap_size", "min_chunk": "min_chunk_size",
-                  "max_chunk": "max_chunk_size"}
+_SETTING_NAMES = {
+    "chunk_size": "default_chunk_size",
+    "overlap": "overlap_size",
+    "min_chunk": "min_chunk_size",
+    "max_chunk": "max_chunk_size",
+}
 #: Sentence ends and where the cut goes within each: after the punctuation, so the space starts the next chunk
 #: (o200k and cl100k attach a space to the word after it, so that is a token boundary).
 _SENTENCE_ENDS = ((b". ", 1), (b"! ", 1), (b"? ", 1), (b"\n", 1))
@@ -114,8 +118,13 @@ def chunks_for(text: str, settings: ChunkingSettings) -> list[Chunk]:
 
 
 def _validate(chunk_size: int, overlap: int, min_chunk: int, max_chunk: int, boundary_window: int | None) -> int:
-    for name, value in (("chunk_size", chunk_size), ("overlap", overlap), ("min_chunk", min_chunk),
-                        ("max_chunk", max_chunk), ("boundary_window", boundary_window)):
+    for name, value in (
+        ("chunk_size", chunk_size),
+        ("overlap", overlap),
+        ("min_chunk", min_chunk),
+        ("max_chunk", max_chunk),
+        ("boundary_window", boundary_window),
+    ):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} must be an int, got {value!r}")
     if overlap < 0:
@@ -229,10 +238,9 @@ def _chunks(
         # A token boundary inside a UTF-8 character: move back to one that is not (at most 3 tokens back), keeping
         # min_chunk; else forward, keeping chunk_size; a tiny chunk_size with no room either way keeps neither.
         if end_byte < total and text_bytes[end_byte] & 0xC0 == 0x80:
-            end, end_byte = (
-                _char_boundary(text_bytes, tokens, length, end, end_byte, start + max(min_chunk, 1), hard)
-                or _char_boundary(text_bytes, tokens, length, end, end_byte, start + 1, n)
-            )
+            end, end_byte = _char_boundary(
+                text_bytes, tokens, length, end, end_byte, start + max(min_chunk, 1), hard
+            ) or _char_boundary(text_bytes, tokens, length, end, end_byte, start + 1, n)
         next_start = max(end - overlap, start + 1)
         if next_start >= low:
             next_byte = offsets[next_start - low]

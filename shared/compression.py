@@ -148,12 +148,16 @@ def preprocessing_worst_case_usd(work: Preprocessing, document_tokens: int, sett
 
 def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str) -> Served:
     """One summary by the first model of `chain` that answers (retries, breakers and cache included)."""
+
     def request_for(model: str) -> ProviderRequest:
         return ProviderRequest(
             model=executor.settings.models[model].provider_model or model,
             system=_SUMMARY_SYSTEM,
-            messages=[Message(role="user", content=f"Focus: {focus}\nPart {part}, at most {max_tokens} tokens:\n"
-                                                   f"<<<\n{text}\n>>>")],
+            messages=[
+                Message(
+                    role="user", content=f"Focus: {focus}\nPart {part}, at most {max_tokens} tokens:\n<<<\n{text}\n>>>"
+                )
+            ],
             max_tokens=max_tokens,
             timeout_s=executor.settings.provider_timeout_seconds,
         )

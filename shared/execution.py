@@ -123,13 +123,15 @@ class Executor:
         for step in range(1, max_steps + 1):
             try:
                 served = self.complete(
-                    chain, lambda model: provider_request(record, model, self.settings, document, turns, specs),
-                    use_cache=False, cancelled=cancelled,
+                    chain,
+                    lambda model: provider_request(record, model, self.settings, document, turns, specs),
+                    use_cache=False,
+                    cancelled=cancelled,
                 )
             except ChainExhausted as error:
                 raise ChainExhausted(str(error), attempts + error.attempts, calls) from error
             attempts += served.attempts
-            chain = chain[chain.index(served.model):]
+            chain = chain[chain.index(served.model) :]
             answer = served.completion
             input_tokens, output_tokens = input_tokens + answer.input_tokens, output_tokens + answer.output_tokens
             if not answer.tool_calls:
@@ -140,12 +142,23 @@ class Executor:
                     raise Cancelled(attempts)
                 result, call_record = toolbox.run(call, step)
                 calls.append(call_record)
-                turns.append(Message(role="tool", content=result.text, tool_call_id=call.id, tool_name=call.name,
-                                     is_error=result.outcome != "ok"))
+                turns.append(
+                    Message(
+                        role="tool",
+                        content=result.text,
+                        tool_call_id=call.id,
+                        tool_name=call.name,
+                        is_error=result.outcome != "ok",
+                    )
+                )
         else:
             if not answer.text:
-                raise ChainExhausted(f"the model still asked for tools after {max_steps} steps "
-                                     f"(mcp_client.max_tool_steps) and gave no answer", attempts, calls)
+                raise ChainExhausted(
+                    f"the model still asked for tools after {max_steps} steps "
+                    f"(mcp_client.max_tool_steps) and gave no answer",
+                    attempts,
+                    calls,
+                )
         if on_delta is not None and answer.text:
             on_delta(answer.text)
         total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens})
@@ -170,8 +183,9 @@ class Executor:
                 return Served(completion=hit, model=model, provider=provider, attempts=attempts, cache_hit=True)
             gate = self.breakers.acquire(model)
             if gate is Gate.open:
-                attempts.append(_attempt(model, provider, 0, time.time(), error="circuit breaker open",
-                                         kind="breaker_open"))
+                attempts.append(
+                    _attempt(model, provider, 0, time.time(), error="circuit breaker open", kind="breaker_open")
+                )
                 continue
             served = self._try_model(model, provider, request, gate, attempts, cancelled, on_delta)
             if served is not None:
@@ -201,8 +215,11 @@ class Executor:
             try:
                 completion = self._call(provider, request, on_delta, streamed)
             except ProviderError as error:
-                attempts.append(_attempt(model, provider, attempt + 1, started, error=error.message,
-                                         kind=error.kind, status=error.status))
+                attempts.append(
+                    _attempt(
+                        model, provider, attempt + 1, started, error=error.message, kind=error.kind, status=error.status
+                    )
+                )
                 if streamed:  # the caller already holds part of this answer: another try would garble it
                     raise ChainExhausted(f"{model} failed mid-stream: {error.message}", attempts) from error
                 if error.kind == "client":
@@ -218,7 +235,6 @@ class Executor:
             return completion
         return None
 
-
     def _call(
         self, provider: str, request: ProviderRequest, on_delta: Callable[[str], None] | None, streamed: list[str]
     ) -> Completion:
@@ -230,8 +246,13 @@ class Executor:
                 return piece
             streamed.append(piece)
             on_delta(piece)
-        raise ProviderError("the stream ended without a final message", provider=provider, model=request.model,
-                            retryable=True, kind="server")
+        raise ProviderError(
+            "the stream ended without a final message",
+            provider=provider,
+            model=request.model,
+            retryable=True,
+            kind="server",
+        )
 
 
 def _attempt(

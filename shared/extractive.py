@@ -127,8 +127,10 @@ def topic_segments(vectors: list[Counter]) -> list[int]:
     cut_below = mean - spread / 2
     segments, current = [0], 0
     for i, value in enumerate(similarity):
-        is_valley = value < cut_below and (i == 0 or value <= similarity[i - 1]) and (
-            i == len(similarity) - 1 or value <= similarity[i + 1]
+        is_valley = (
+            value < cut_below
+            and (i == 0 or value <= similarity[i - 1])
+            and (i == len(similarity) - 1 or value <= similarity[i + 1])
         )
         current += is_valley
         segments.append(current)

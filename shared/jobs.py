@@ -152,8 +152,9 @@ class JobRecord(BaseModel):
             cache_hit=self.cache_hit if succeeded else None,
             latency_ms=self.duration_ms,
             service_calls=dict(Counter(call.service for call in self.tool_calls if call.service)),
-            service_errors=dict(Counter(call.service for call in self.tool_calls
-                                        if call.service and call.outcome != "ok")),
+            service_errors=dict(
+                Counter(call.service for call in self.tool_calls if call.service and call.outcome != "ok")
+            ),
         )
 
 
@@ -212,7 +213,9 @@ return redis.call('HGETALL', KEYS[1])
 # Finish a job that is not finished yet, wake its waiters and count it in the metrics, in one step; 0 if it was
 # already finished. KEYS[1] the record, KEYS[2] its done list, KEYS[3..6] the metrics' (none: not counted);
 # ARGV[1] TTL, ARGV[2] the number n of field/value arguments that follow, then those, then the metrics' arguments.
-_FINISH = RECORD_FUNCTION + """
+_FINISH = (
+    RECORD_FUNCTION
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return 0 end
 local n = tonumber(ARGV[2])
@@ -223,6 +226,7 @@ redis.call('EXPIRE', KEYS[2], 600)
 if #KEYS > 2 then record_outcome({KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, {unpack(ARGV, 3 + n)}) end
 return 1
 """
+)
 
 
 def _json(value: Any) -> str:
@@ -323,8 +327,9 @@ class JobStore:
         newest = self.redis.hget(self._newest_claimed_key(), queue)
         if newest is None:
             return []
-        noted = self.redis.zrangebyscore(self._undelivered_key(queue), "-inf", float(newest) - grace_s,
-                                         start=0, num=500)
+        noted = self.redis.zrangebyscore(
+            self._undelivered_key(queue), "-inf", float(newest) - grace_s, start=0, num=500
+        )
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in noted:
                 pipe.hmget(self._key(job_id), "status", "deliveries")
@@ -358,10 +363,12 @@ class JobStore:
     def claim(self, job_id: str, queue: str, **fields: Any) -> JobRecord | None:
         """Mark an unfinished job running (`fields`) and count the delivery, taken from `queue`; the record,
         finished or not."""
-        return _record(self._claim(
-            keys=[self._key(job_id), self._undelivered_key(queue), self._newest_claimed_key()],
-            args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
-        ))
+        return _record(
+            self._claim(
+                keys=[self._key(job_id), self._undelivered_key(queue), self._newest_claimed_key()],
+                args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
+            )
+        )
 
     def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> bool:
         """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as

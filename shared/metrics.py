@@ -248,7 +248,7 @@ def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
     hits, misses = count("cache_hits"), count("cache_misses")
 
     def distribution(prefix: str) -> dict[str, int]:
-        found = {name[len(prefix):]: int(value) for name, value in m.items() if name.startswith(prefix)}
+        found = {name[len(prefix) :]: int(value) for name, value in m.items() if name.startswith(prefix)}
         return dict(sorted(found.items(), key=lambda item: -item[1]))
 
     return MetricsReport(
@@ -269,7 +269,8 @@ def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
         baseline_tokens=count("baseline_tokens"),
         total_tokens_saved=count("tokens_saved"),
         tokens_saved_pct=round(100 * count("tokens_saved") / count("baseline_tokens"), 2)
-        if count("baseline_tokens") else 0.0,
+        if count("baseline_tokens")
+        else 0.0,
         total_cost_usd=round(cost, 8),
         avg_cost_usd=round(cost / successes, 8) if successes else 0.0,
         baseline_cost_usd=round(baseline_cost, 8),

@@ -95,8 +95,14 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         if reason:
             rejected[name] = reason
             continue
-        input_tokens, preprocess, budget = _fit(analysis, spec, direct_input, min(max_output, spec.max_output_tokens),
-                                                docs.max_direct_tokens, docs.enable_preprocessing)
+        input_tokens, preprocess, budget = _fit(
+            analysis,
+            spec,
+            direct_input,
+            min(max_output, spec.max_output_tokens),
+            docs.max_direct_tokens,
+            docs.enable_preprocessing,
+        )
         if input_tokens is None:
             rejected[name] = f"needs {direct_input + max_output:,} tokens, window is {spec.context_window:,}"
             continue

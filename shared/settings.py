@@ -152,13 +152,16 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, gt=0, lt=65536)
     api_access_log: bool = Field(
-        False, description="A log line per HTTP request. Off by default: at hundreds of requests a second it costs "
+        False,
+        description="A log line per HTTP request. Off by default: at hundreds of requests a second it costs "
         "the API a twentieth of its CPU, and job records, metrics and Prometheus already account for every request.",
     )
     worker_concurrency: int = Field(32, gt=0)
     visibility_timeout_seconds: int = Field(3600, gt=0)
     lost_message_sweep_seconds: float = Field(
-        15.0, gt=0, description="How often workers look for jobs whose message a crashed worker took and lost; such "
+        15.0,
+        gt=0,
+        description="How often workers look for jobs whose message a crashed worker took and lost; such "
         "a job is sent again once a message sent this long after its own has been claimed.",
     )
 

@@ -22,7 +22,11 @@ MAX_CONNECTIONS = 1024
 @functools.lru_cache(maxsize=8)
 def _client(url: str, decode: bool) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=MAX_CONNECTIONS, timeout=20, decode_responses=decode, health_check_interval=30,
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=20,
+        decode_responses=decode,
+        health_check_interval=30,
         socket_connect_timeout=2,
     )
     return redis.Redis(connection_pool=pool)

@@ -107,14 +107,35 @@ def provider_env(wire_servers, monkeypatch) -> dict[str, str]:
 class WorkerProcess:
     """`orchestrator worker` as a real child process, stopped (or killed) by the test."""
 
-    def __init__(self, queues: str, concurrency: int = 8, log: Path | None = None, env: dict[str, str] | None = None,
-                 pool: str = "threads"):
+    def __init__(
+        self,
+        queues: str,
+        concurrency: int = 8,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+        pool: str = "threads",
+    ):
         self.log = log
-        command = [sys.executable, "-m", "api.cli", "worker", "--queues", queues, "--pool", pool,
-                   "--concurrency", str(concurrency), "--loglevel", "INFO"]
+        command = [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "worker",
+            "--queues",
+            queues,
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+        ]
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **(env or {})},
-            stdout=open(log, "wb") if log else subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=open(log, "wb") if log else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 30) -> None:
@@ -144,8 +165,9 @@ class WorkerProcess:
 def start_worker(tmp_path, redis_env, provider_env) -> Iterator:
     workers: list[WorkerProcess] = []
 
-    def start(queues: str = "llm.simple,llm.moderate,llm.complex", concurrency: int = 8,
-              pool: str = "threads") -> WorkerProcess:
+    def start(
+        queues: str = "llm.simple,llm.moderate,llm.complex", concurrency: int = 8, pool: str = "threads"
+    ) -> WorkerProcess:
         worker = WorkerProcess(queues, concurrency, log=tmp_path / f"worker-{len(workers)}.log", pool=pool)
         workers.append(worker)
         worker.wait_ready()

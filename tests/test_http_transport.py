@@ -98,8 +98,9 @@ def server() -> Iterator[_Server]:
 
 @pytest.fixture
 def client(server: _Server) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=f"http://127.0.0.1:{server.server_address[1]}", transport=StdlibTransport(),
-                       timeout=5) as http:
+    with httpx2.Client(
+        base_url=f"http://127.0.0.1:{server.server_address[1]}", transport=StdlibTransport(), timeout=5
+    ) as http:
         yield http
 
 

@@ -94,14 +94,18 @@ def test_openai_max_completion_tokens_wins_over_max_tokens(stream: bool) -> None
         client = openai.OpenAI(api_key=API_KEY, base_url=server.url, max_retries=0, timeout=5.0)
         question = [{"role": "user", "content": "Count to seven."}]
         if stream:
-            chunks = list(client.chat.completions.create(model=MODELS["openai"], messages=question, stream=True,
-                                                         max_completion_tokens=2, max_tokens=5))
+            chunks = list(
+                client.chat.completions.create(
+                    model=MODELS["openai"], messages=question, stream=True, max_completion_tokens=2, max_tokens=5
+                )
+            )
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
             assert (text, finish) == ("one two", ["length"])
         else:
-            answer = client.chat.completions.create(model=MODELS["openai"], messages=question,
-                                                    max_completion_tokens=2, max_tokens=5)
+            answer = client.chat.completions.create(
+                model=MODELS["openai"], messages=question, max_completion_tokens=2, max_tokens=5
+            )
             assert answer.choices[0].message.content == "one two" and answer.choices[0].finish_reason == "length"
             assert answer.usage is not None and answer.usage.completion_tokens == 2
         [sent] = server.requests
@@ -127,10 +131,18 @@ def test_the_request_messages_are_untouched_by_the_cap(wire: Wire) -> None:
     assert completion.finish_reason == LENGTH[wire.kind]
 
 
-@pytest.mark.parametrize(("given", "neutral"), [
-    ("SAFETY", "content_filter"), ("content_filter", "content_filter"), ("refusal", "content_filter"),
-    ("maxTokens", "length"), ("endTurn", "stop"), ("tool_use", "stop"), (None, "stop"),
-])
+@pytest.mark.parametrize(
+    ("given", "neutral"),
+    [
+        ("SAFETY", "content_filter"),
+        ("content_filter", "content_filter"),
+        ("refusal", "content_filter"),
+        ("maxTokens", "length"),
+        ("endTurn", "stop"),
+        ("tool_use", "stop"),
+        (None, "stop"),
+    ],
+)
 def test_other_reasons_in_the_same_words(given: str | None, neutral: str) -> None:
     """Gemini's and OpenAI's withheld answers, and an MCP host's sampling reasons."""
     assert stop_reason(given) == neutral
@@ -150,8 +162,11 @@ def test_stop_sequences_go_where_each_provider_reads_them(wire: Wire, stream: bo
     wire.server.push(Reply(text=SEVEN))
     _answer(wire, wire.request(stop=["four", "\n\n"]), stream)
     [sent] = wire.server.requests
-    where = {"openai": lambda body: body["stop"], "anthropic": lambda body: body["stop_sequences"],
-             "google": lambda body: body["generationConfig"]["stopSequences"]}[wire.kind]
+    where = {
+        "openai": lambda body: body["stop"],
+        "anthropic": lambda body: body["stop_sequences"],
+        "google": lambda body: body["generationConfig"]["stopSequences"],
+    }[wire.kind]
     assert where(sent.body) == ["four", "\n\n"]
 
 

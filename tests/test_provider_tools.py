@@ -74,16 +74,31 @@ def test_tools_are_sent_in_the_providers_format(wire: Wire) -> None:
     body = wire.server.requests[-1].body
     if wire.kind == "openai":
         assert body["tools"] == [
-            {"type": "function", "function": {"name": "get_weather", "description": "The forecast for a city.",
-                                              "parameters": WEATHER_SCHEMA}},
-            {"type": "function", "function": {"name": "get_time", "description": "The current time.",
-                                              "parameters": {"type": "object", "properties": {}}}},
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "The forecast for a city.",
+                    "parameters": WEATHER_SCHEMA,
+                },
+            },
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_time",
+                    "description": "The current time.",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            },
         ]
     elif wire.kind == "anthropic":
         assert body["tools"] == [
             {"name": "get_weather", "description": "The forecast for a city.", "input_schema": WEATHER_SCHEMA},
-            {"name": "get_time", "description": "The current time.",
-             "input_schema": {"type": "object", "properties": {}}},
+            {
+                "name": "get_time",
+                "description": "The current time.",
+                "input_schema": {"type": "object", "properties": {}},
+            },
         ]
     else:
         [tool] = body["tools"]
@@ -91,8 +106,11 @@ def test_tools_are_sent_in_the_providers_format(wire: Wire) -> None:
         # API reads proto JSON, which takes a field's proto name as well as its camelCase JSON name.
         assert [{_camel(key): value for key, value in d.items()} for d in tool["functionDeclarations"]] == [
             {"name": "get_weather", "description": "The forecast for a city.", "parametersJsonSchema": WEATHER_SCHEMA},
-            {"name": "get_time", "description": "The current time.",
-             "parametersJsonSchema": {"type": "object", "properties": {}}},
+            {
+                "name": "get_time",
+                "description": "The current time.",
+                "parametersJsonSchema": {"type": "object", "properties": {}},
+            },
         ]
         assert "toolConfig" not in body
 
@@ -168,7 +186,8 @@ def test_tool_results_go_back_in_the_providers_format(wire: Wire, text: str) -> 
         *_, assistant, result_1, result_2 = body["messages"]
         assert assistant["role"] == "assistant" and assistant["content"] == (text or None)
         assert [(c["id"], c["type"], c["function"]["name"]) for c in assistant["tool_calls"]] == [
-            (weather.id, "function", "get_weather"), (clock.id, "function", "get_time"),
+            (weather.id, "function", "get_weather"),
+            (clock.id, "function", "get_time"),
         ]
         arguments = [c["function"]["arguments"] for c in assistant["tool_calls"]]
         assert all(isinstance(a, str) for a in arguments)
@@ -180,7 +199,8 @@ def test_tool_results_go_back_in_the_providers_format(wire: Wire, text: str) -> 
     elif wire.kind == "anthropic":
         assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]  # results in ONE user turn
         assistant, results = body["messages"][1:]
-        assert assistant["content"] == [*([{"type": "text", "text": text}] if text else []),
+        assert assistant["content"] == [
+            *([{"type": "text", "text": text}] if text else []),
             {"type": "tool_use", "id": weather.id, "name": "get_weather", "input": {"city": "Oslo", "days": 2}},
             {"type": "tool_use", "id": clock.id, "name": "get_time", "input": {}},
         ]
@@ -191,7 +211,8 @@ def test_tool_results_go_back_in_the_providers_format(wire: Wire, text: str) -> 
     else:
         assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]  # results in ONE user turn
         model_turn, results = body["contents"][1:]
-        assert model_turn["parts"] == [*([{"text": text}] if text else []),
+        assert model_turn["parts"] == [
+            *([{"text": text}] if text else []),
             {"functionCall": {"id": "call_0", "name": "get_weather", "args": {"city": "Oslo", "days": 2}}},
             {"functionCall": {"id": "call_1", "name": "get_time", "args": {}}},
         ]
@@ -217,8 +238,15 @@ def test_a_conversation_goes_on_after_the_results(wire: Wire) -> None:
     assert wire.provider.complete(wire.request(messages)).text == "get_weather=Rain | get_time=10:00"
     body = wire.server.requests[-1].body
     if wire.kind == "openai":
-        assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "tool", "tool", "assistant",
-                                                         "user"]
+        assert [m["role"] for m in body["messages"]] == [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "tool",
+            "assistant",
+            "user",
+        ]
         assert body["messages"][-1] == {"role": "user", "content": "Thanks. Tomorrow?"}
     elif wire.kind == "anthropic":
         assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user", "assistant", "user"]
@@ -252,8 +280,15 @@ def test_gemini_call_ids_are_kept_when_the_model_gives_them() -> None:
 def test_openai_arguments_that_are_not_a_json_object_land_in_raw_arguments() -> None:
     with OpenAIWireServer() as server:
         wire = Wire("openai", server, OpenAIProvider("test-openai", API_KEY, server.url))
-        server.push(Reply(tool_calls=[("get_weather", '{"city": "Oslo"'), ("get_time", "[1, 2]"),
-                                      ("get_weather", '{"city": "Bergen"}')]))
+        server.push(
+            Reply(
+                tool_calls=[
+                    ("get_weather", '{"city": "Oslo"'),
+                    ("get_time", "[1, 2]"),
+                    ("get_weather", '{"city": "Bergen"}'),
+                ]
+            )
+        )
         completion = wire.provider.complete(wire.request())
         assert [(c.name, c.arguments, c.raw_arguments) for c in completion.tool_calls] == [
             ("get_weather", {}, '{"city": "Oslo"'),
@@ -262,9 +297,10 @@ def test_openai_arguments_that_are_not_a_json_object_land_in_raw_arguments() -> 
         ]
         # replayed as they were sent, not as the `{}` they parsed to
         messages = [QUESTION, Message(role="assistant", tool_calls=completion.tool_calls)]
-        messages += [Message(role="tool", tool_call_id=c.id, content="bad arguments", is_error=True)
-                     for c in completion.tool_calls]
+        messages += [
+            Message(role="tool", tool_call_id=c.id, content="bad arguments", is_error=True)
+            for c in completion.tool_calls
+        ]
         wire.provider.complete(wire.request(messages))
         sent = server.requests[-1].body["messages"][2]["tool_calls"]
         assert [c["function"]["arguments"] for c in sent] == ['{"city": "Oslo"', "[1, 2]", '{"city": "Bergen"}']
-

@@ -148,6 +148,7 @@ def test_gemini_thoughts_are_billed_as_output_but_left_out_of_the_answer(stream:
     assert answer.text == "Six." and answer.finish_reason == "STOP"
     assert (answer.input_tokens, answer.output_tokens, answer.usage_reported) == (20, 1 + 6, True)
 
+
 def test_missing_usage_is_estimated_locally(wire: Wire) -> None:
     wire.server.push(Reply(text="Six, as it happens.", usage=False))
     completion = wire.provider.complete(wire.request())
@@ -323,13 +324,16 @@ def test_a_server_answers_other_processes() -> None:
 def test_a_worker_prepares_the_adapters_of_callable_providers_only():
     """`prepare_adapters` (run at worker start) loads the SDKs that jobs will call and builds their clients, and
     no other."""
-    code = ("import sys; from shared.settings import load_settings; from shared.providers import _build, "
-            "prepare_adapters; prepare_adapters(load_settings()); "
-            "print(sorted(m for m in sys.modules if m.startswith('shared.providers.') and m.endswith('_provider'))); "
-            "print(_build.cache_info().currsize)")
+    code = (
+        "import sys; from shared.settings import load_settings; from shared.providers import _build, "
+        "prepare_adapters; prepare_adapters(load_settings()); "
+        "print(sorted(m for m in sys.modules if m.startswith('shared.providers.') and m.endswith('_provider'))); "
+        "print(_build.cache_info().currsize)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("ORCH_")}
-    shown = subprocess.run([sys.executable, "-c", code], env=env | {"ANTHROPIC_API_KEY": "k"},
-                           capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env | {"ANTHROPIC_API_KEY": "k"}, capture_output=True, text=True, check=True
+    ).stdout
     # anthropic has a key; the catalog's keyless OpenAI-compatible servers (Ollama) use the openai adapter
     keyless = [p.adapter for p in load_settings().providers.values() if not p.api_key_required]
     expected = sorted({"shared.providers.anthropic_provider"} | {f"shared.providers.{a}_provider" for a in keyless})

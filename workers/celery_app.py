@@ -70,8 +70,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.job_ttl_seconds,
         # An unacked message comes back after this long: it must exceed the longest task.
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": visibility,
-                                             "global_keyprefix": settings.redis_prefix},
+        "result_backend_transport_options": {
+            "visibility_timeout": visibility,
+            "global_keyprefix": settings.redis_prefix,
+        },
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
         "worker_consumer": "workers.events:BatchedEventsConsumer",

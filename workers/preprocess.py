@@ -34,8 +34,9 @@ MAX_REDUCE_LEVELS = 4
 def preprocess(context: dict[str, Any]) -> dict[str, Any]:
     work = Preprocessing.model_validate(context)
     runtime = services()
-    if work.job_id and not runtime.jobs.update(work.job_id, status=JobStatus.preprocessing, stage="chunking",
-                                                started_at=time.time()):
+    if work.job_id and not runtime.jobs.update(
+        work.job_id, status=JobStatus.preprocessing, stage="chunking", started_at=time.time()
+    ):
         return {"status": "skipped"}  # cancelled or finished meanwhile
     cached = runtime.summaries.get(work.cache_key)
     if cached is not None:
@@ -77,8 +78,11 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
             served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, f"{index + 1}/{total}")
             summary = served.completion.text
             usage = served.completion
-            cost = 0.0 if served.cache_hit else runtime.settings.models[served.model].cost_usd(
-                usage.input_tokens, usage.output_tokens)
+            cost = (
+                0.0
+                if served.cache_hit
+                else runtime.settings.models[served.model].cost_usd(usage.input_tokens, usage.output_tokens)
+            )
         except ChainExhausted as error:
             log.warning("chunk %d/%d of %s not summarised: %s", index + 1, total, work.document_id, error)
     if work.job_id:
@@ -98,7 +102,11 @@ def reduce_chunks(results: list[dict], context: dict[str, Any]) -> dict[str, Any
     summaries = {s.chunk: r["summary"] for s, r in zip(stats, results, strict=True) if r["summary"] is not None}
     cost = sum(result["cost_usd"] for result in results)
     text, ranges, note = compose(
-        work.strategy, stats, summaries, work.query, work.budget,
+        work.strategy,
+        stats,
+        summaries,
+        work.query,
+        work.budget,
         lambda start, end: runtime.documents.read(work.document_id, start, end),
     )
     tokens = count_tokens(text)
@@ -128,20 +136,27 @@ def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float]:
     """Summaries too long for the budget: summarise groups of them again, one level up."""
     runtime = services()
     parts = text.split("\n\n")
-    groups = [parts[i:i + 8] for i in range(0, len(parts), 8)]
+    groups = [parts[i : i + 8] for i in range(0, len(parts), 8)]
     per_group = max(64, work.budget // len(groups) - 16)
     out, cost = [], 0.0
     for number, group in enumerate(groups, start=1):
         try:
-            served = summarize(runtime.executor, work.llm_chain, "\n\n".join(group), work.query, per_group,
-                               f"{number}/{len(groups)} (summaries)")
+            served = summarize(
+                runtime.executor,
+                work.llm_chain,
+                "\n\n".join(group),
+                work.query,
+                per_group,
+                f"{number}/{len(groups)} (summaries)",
+            )
         except ChainExhausted:
             out.extend(group)
             continue
         out.append(served.completion.text)
         if not served.cache_hit:
             cost += runtime.settings.models[served.model].cost_usd(
-                served.completion.input_tokens, served.completion.output_tokens)
+                served.completion.input_tokens, served.completion.output_tokens
+            )
     return "\n\n".join(out), cost
 
 
@@ -153,19 +168,22 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
     record = runtime.jobs.get(work.job_id)
     if record is None or record.document is None:
         return
-    document = record.document.model_copy(update={
-        "strategy": compressed.strategy,
-        "sent_tokens": compressed.tokens,
-        "tokens_saved": compressed.original_tokens - compressed.tokens,
-        "chunks": compressed.chunks,
-        "summary_cache_hit": cache_hit,
-        "summary_key": work.cache_key,
-        "preprocessing_cost_usd": 0.0 if cache_hit else compressed.cost_usd,
-        "note": compressed.note,
-        "workers": list(workers),
-    })
-    if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage="queued for the model",
-                           progress=0.9):
+    document = record.document.model_copy(
+        update={
+            "strategy": compressed.strategy,
+            "sent_tokens": compressed.tokens,
+            "tokens_saved": compressed.original_tokens - compressed.tokens,
+            "chunks": compressed.chunks,
+            "summary_cache_hit": cache_hit,
+            "summary_key": work.cache_key,
+            "preprocessing_cost_usd": 0.0 if cache_hit else compressed.cost_usd,
+            "note": compressed.note,
+            "workers": list(workers),
+        }
+    )
+    if runtime.jobs.update(
+        work.job_id, document=document, status=JobStatus.queued, stage="queued for the model", progress=0.9
+    ):
         queue = queue_for(work.tier or "moderate")
         runtime.jobs.sending(work.job_id, queue, task_message(app, EXECUTE_TASK, [work.job_id], queue, work.job_id))
 

@@ -33,7 +33,7 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
     try:
         return _execute(self, job_id)
     except redis.RedisError as error:
-        raise self.retry(exc=error, countdown=min(30, 2 ** self.request.retries)) from error
+        raise self.retry(exc=error, countdown=min(30, 2**self.request.retries)) from error
     except Exception as error:
         log.exception("job %s failed unexpectedly", job_id)
         runtime = services()
@@ -75,13 +75,25 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     except Cancelled:
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
-        finished = finish_job(store, record, status=JobStatus.failed, attempts=error.attempts, error=str(error),
-                           tool_calls=error.tool_calls)
+        finished = finish_job(
+            store,
+            record,
+            status=JobStatus.failed,
+            attempts=error.attempts,
+            error=str(error),
+            tool_calls=error.tool_calls,
+        )
     else:
         completion = served.completion
         sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)
-        charge = bill(record.plan, served.model, sent_in, sent_out, settings=executor.settings,
-                      answer_tokens=completion.output_tokens)
+        charge = bill(
+            record.plan,
+            served.model,
+            sent_in,
+            sent_out,
+            settings=executor.settings,
+            answer_tokens=completion.output_tokens,
+        )
         preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
         finished = finish_job(
             store,
@@ -97,7 +109,8 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             baseline_cost_usd=charge.baseline_cost_usd,
             savings_usd=charge.savings_usd - preprocessing,
             savings_pct=100 * (charge.savings_usd - preprocessing) / charge.baseline_cost_usd
-            if charge.baseline_cost_usd else 0.0,
+            if charge.baseline_cost_usd
+            else 0.0,
             attempts=served.attempts,
             tool_calls=served.tool_calls,
         )

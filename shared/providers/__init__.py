@@ -9,8 +9,17 @@ import threading
 from shared.providers.base import Completion, Message, Provider, ProviderError, ProviderRequest, ToolCall, ToolSpec
 from shared.settings import Settings
 
-__all__ = ["Completion", "Message", "Provider", "ProviderError", "ProviderRequest", "ToolCall", "ToolSpec",
-           "prepare_adapters", "provider_for"]
+__all__ = [
+    "Completion",
+    "Message",
+    "Provider",
+    "ProviderError",
+    "ProviderRequest",
+    "ToolCall",
+    "ToolSpec",
+    "prepare_adapters",
+    "provider_for",
+]
 
 #: adapter name -> "module:Class". Adding a provider is adding its module here and an entry in the catalog.
 ADAPTERS = {
@@ -51,7 +60,9 @@ def provider_for(name: str, settings: Settings) -> Provider:
         if config.api_key_required:
             raise MissingProviderKey(
                 f"no API key for provider {name}: {settings.key_variables_hint()}",
-                provider=name, model="", kind="auth",
+                provider=name,
+                model="",
+                kind="auth",
             )
         api_key = "not-needed"
     with _building:

@@ -30,8 +30,12 @@ class AnthropicProvider:
     def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
         self.name = name
         self._api_key = api_key
-        self._client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0,
-                                           http_client=anthropic.DefaultHttpxClient(transport=sdk_transport()))
+        self._client = anthropic.Anthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            http_client=anthropic.DefaultHttpxClient(transport=sdk_transport()),
+        )
 
     def complete(self, request: ProviderRequest) -> Completion:
         params = self._params(request)
@@ -125,8 +129,12 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "tool":
-            result = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content,
-                      "is_error": m.is_error}
+            result = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.content,
+                "is_error": m.is_error,
+            }
             if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):  # only results are lists
                 out[-1]["content"].append(result)
             else:

@@ -21,8 +21,10 @@ class ToolSpec(BaseModel):
 
     name: str = Field(description="Unique within one request; letters, digits, `_` and `-`, at most 64.")
     description: str = ""
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
-                                       description="JSON Schema of the arguments (an object).")
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments (an object).",
+    )
 
 
 class ToolCall(BaseModel):
@@ -61,8 +63,22 @@ class ProviderRequest(BaseModel):
 #: Why an answer ended, in the words OpenAI's clients check: a whole answer, one cut at the output cap, one withheld.
 StopReason = Literal["stop", "length", "content_filter"]
 _CUT_AT_CAP = frozenset({"length", "max_tokens", "MAX_TOKENS", "maxTokens", "model_context_window_exceeded"})
-_WITHHELD = frozenset({"content_filter", "refusal", "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-                       "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"})
+_WITHHELD = frozenset(
+    {
+        "content_filter",
+        "refusal",
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+        "MODEL_ARMOR",
+        "JAILBREAK",
+    }
+)
 
 
 def stop_reason(finish_reason: str | None) -> StopReason:
@@ -104,9 +120,7 @@ def completion(
     reported = input_tokens is not None and output_tokens is not None
     if not reported:
         tools = (f"{tool.name} {tool.description} {json.dumps(tool.parameters)}" for tool in request.tools)
-        turns = (
-            "\n".join([message.content, *map(_call_text, message.tool_calls)]) for message in request.messages
-        )
+        turns = ("\n".join([message.content, *map(_call_text, message.tool_calls)]) for message in request.messages)
         input_tokens = count_tokens("\n".join([request.system, *tools, *turns]))
         output_tokens = count_tokens("\n".join([text, *map(_call_text, tool_calls)]))
     return Completion(

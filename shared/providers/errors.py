@@ -102,8 +102,9 @@ def sdk_transport_error(
         return ProviderError("request timed out", provider=provider, model=model, retryable=True, kind="timeout")
     if isinstance(exc, connection_type):
         cause = transport_error(exc.__cause__, provider=provider, model=model) if exc.__cause__ else None
-        return cause or ProviderError("connection failed", provider=provider, model=model, retryable=True,
-                                      kind="connection")
+        return cause or ProviderError(
+            "connection failed", provider=provider, model=model, retryable=True, kind="connection"
+        )
     return None
 
 
@@ -111,9 +112,11 @@ def transport_error(exc: BaseException, *, provider: str, model: str) -> Provide
     """A raw httpx/httpx2 timeout or connection failure as a retryable `ProviderError`; None for anything else."""
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TIMEOUT_ERRORS):
-        return ProviderError(f"request timed out ({detail})", provider=provider, model=model, retryable=True,
-                             kind="timeout")
+        return ProviderError(
+            f"request timed out ({detail})", provider=provider, model=model, retryable=True, kind="timeout"
+        )
     if isinstance(exc, TRANSPORT_ERRORS):
-        return ProviderError(f"connection failed ({detail})", provider=provider, model=model, retryable=True,
-                             kind="connection")
+        return ProviderError(
+            f"connection failed ({detail})", provider=provider, model=model, retryable=True, kind="connection"
+        )
     return None

@@ -62,8 +62,15 @@ class GoogleProvider:
         parts = (candidates[0].get("content") or {}).get("parts") or []
         text = "".join(part["text"] for part in parts if part.get("text") and not part.get("thought"))
         usage = answer.get("usageMetadata") or {}
-        return self._completion(request, text, candidates[0].get("finishReason"), usage.get("promptTokenCount"),
-                                usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount"), _tool_calls(parts))
+        return self._completion(
+            request,
+            text,
+            candidates[0].get("finishReason"),
+            usage.get("promptTokenCount"),
+            usage.get("candidatesTokenCount"),
+            usage.get("thoughtsTokenCount"),
+            _tool_calls(parts),
+        )
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
@@ -83,9 +90,14 @@ class GoogleProvider:
                     usage = chunk.usage_metadata
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield self._completion(request, "".join(parts), finish_reason, getattr(usage, "prompt_token_count", None),
-                               getattr(usage, "candidates_token_count", None),
-                               getattr(usage, "thoughts_token_count", None))
+        yield self._completion(
+            request,
+            "".join(parts),
+            finish_reason,
+            getattr(usage, "prompt_token_count", None),
+            getattr(usage, "candidates_token_count", None),
+            getattr(usage, "thoughts_token_count", None),
+        )
 
     def _params(
         self, request: ProviderRequest, *, raw_answer: bool = False
@@ -113,10 +125,14 @@ class GoogleProvider:
         if request.stop:
             config["stop_sequences"] = request.stop
         if request.tools:
-            config["tools"] = [{"function_declarations": [
-                {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
-                for t in request.tools
-            ]}]
+            config["tools"] = [
+                {
+                    "function_declarations": [
+                        {"name": t.name, "description": t.description, "parameters_json_schema": t.parameters}
+                        for t in request.tools
+                    ]
+                }
+            ]
         turns = request.messages
         lone_turn = len(turns) == 1 and turns[0].role == "user" and turns[0].content and not turns[0].tool_calls
         return turns[0].content if lone_turn else _contents(turns), types.GenerateContentConfig(**config)

@@ -49,8 +49,9 @@ class StdlibTransport(httpx2.BaseTransport):
         body = request.read()
         try:
             connection.sock.settimeout(timeouts.get("write"))
-            connection.putrequest(request.method, url.raw_path.decode("ascii"), skip_host=True,
-                                  skip_accept_encoding=True)  # httpx2 has set both headers already
+            connection.putrequest(
+                request.method, url.raw_path.decode("ascii"), skip_host=True, skip_accept_encoding=True
+            )  # httpx2 has set both headers already
             for name, value in request.headers.raw:
                 connection.putheader(name, value)
             if request.headers.get("transfer-encoding") == "chunked":
@@ -117,8 +118,13 @@ class _ResponseStream(httpx2.SyncByteStream):
     """The body as it arrives (server-sent events piece by piece); closing hands the connection back to the pool if
     the body was read to its end on a connection the server keeps open, and closes it otherwise."""
 
-    def __init__(self, transport: StdlibTransport, origin: Origin, connection: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self,
+        transport: StdlibTransport,
+        origin: Origin,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+    ) -> None:
         self._transport, self._origin = transport, origin
         self._connection, self._response = connection, response
         self._read_to_end = False

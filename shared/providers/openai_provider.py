@@ -29,8 +29,12 @@ class OpenAIProvider:
     def __init__(self, name: str, api_key: str, base_url: str | None = None) -> None:
         self.name = name
         self._api_key = api_key
-        self._client = openai.OpenAI(api_key=api_key or _NO_KEY, base_url=base_url, max_retries=0,
-                                     http_client=openai.DefaultHttpxClient(transport=sdk_transport()))
+        self._client = openai.OpenAI(
+            api_key=api_key or _NO_KEY,
+            base_url=base_url,
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=sdk_transport()),
+        )
         # OpenAI's own API rejects `max_tokens` for reasoning models; compatible servers know only `max_tokens`.
         # Judged on the URL the SDK resolved, which may come from OPENAI_BASE_URL.
         official = self._client.base_url.host == "api.openai.com"
@@ -42,8 +46,9 @@ class OpenAIProvider:
         # fields needed here (callgrind: 3.3 M instructions per call with the model).
         params = self._params(request)
         try:
-            response = self._client.post("/chat/completions", cast_to=httpx2.Response, body=params,
-                                         options=self._options(request))
+            response = self._client.post(
+                "/chat/completions", cast_to=httpx2.Response, body=params, options=self._options(request)
+            )
             answer = response.json()
             if not isinstance(answer, dict):
                 raise ValueError(f"not a chat completion: {response.text[:200]}")
@@ -54,8 +59,14 @@ class OpenAIProvider:
         # Function calls only: this adapter declares no custom tools.
         calls = [_tool_call(c) for c in message.get("tool_calls") or [] if c.get("function")]
         usage = answer.get("usage") or {}
-        return completion(request, message.get("content") or "", choice.get("finish_reason"),
-                          usage.get("prompt_tokens"), usage.get("completion_tokens"), calls)
+        return completion(
+            request,
+            message.get("content") or "",
+            choice.get("finish_reason"),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            calls,
+        )
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
@@ -64,9 +75,12 @@ class OpenAIProvider:
         params = self._params(request)
         try:
             chunks = self._client.post(
-                "/chat/completions", cast_to=ChatCompletion,
+                "/chat/completions",
+                cast_to=ChatCompletion,
                 body={**params, "stream": True, "stream_options": {"include_usage": True}},
-                options=self._options(request), stream=True, stream_cls=openai.Stream[ChatCompletionChunk],
+                options=self._options(request),
+                stream=True,
+                stream_cls=openai.Stream[ChatCompletionChunk],
             )
             with chunks:
                 for chunk in chunks:
@@ -80,8 +94,13 @@ class OpenAIProvider:
         except Exception as exc:
             raise self._error(exc, request) from exc
         # An OpenAI-compatible server may report no usage at all.
-        yield completion(request, "".join(parts), finish_reason, getattr(usage, "prompt_tokens", None),
-                         getattr(usage, "completion_tokens", None))
+        yield completion(
+            request,
+            "".join(parts),
+            finish_reason,
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+        )
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
@@ -97,8 +116,10 @@ class OpenAIProvider:
             params["stop"] = request.stop
         if request.tools:
             params["tools"] = [
-                {"type": "function",
-                 "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in request.tools
             ]
         return params
@@ -116,9 +137,7 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIStatusError):
             body = exc.body if isinstance(exc.body, dict) else {}
             message = body.get("message") if isinstance(body.get("message"), str) else exc.message
-            return status_error(
-                exc.status_code, redact(message, self._api_key), headers=exc.response.headers, **where
-            )
+            return status_error(exc.status_code, redact(message, self._api_key), headers=exc.response.headers, **where)
         # A raw httpx error escaping a stream, or anything else (e.g. an `error` event in the middle of a stream).
         return transport_error(exc, **where) or ProviderError(
             redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where

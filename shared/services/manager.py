@@ -94,8 +94,12 @@ class ServiceManager:
                 raise
             raise ServiceUnavailable(f"{service}: cannot list tools: {_reason(error)}") from error
         self._count(service, healthy=True)
-        tools = [ServiceTool(service=service, name=tool.name, description=tool.description or "",
-                             input_schema=tool.input_schema) for tool in listed]
+        tools = [
+            ServiceTool(
+                service=service, name=tool.name, description=tool.description or "", input_schema=tool.input_schema
+            )
+            for tool in listed
+        ]
         link.tools, link.listed_at = tools, time.time()
         if link.generation == generation:
             link.fresh_until = time.monotonic() + self.settings.mcp_client.tools_ttl_seconds
@@ -131,16 +135,28 @@ class ServiceManager:
         states = []
         for name, spec in self.settings.mcp_services.items():
             link = self._links.get(name)
-            state = ("disabled" if link is None else "connected" if link.session is not None
-                     else "failed" if link.error else "idle")
-            states.append(ServiceState(
-                name=name, type=spec.type, capabilities=spec.capabilities, state=state,
-                error=link.error if link else None,
-                tools=[tool.name for tool in (link.tools or [])] if link else [],
-                tools_listed_at=link.listed_at if link else None,
-                restarts=link.restarts if link else 0,
-                breaker="open" if f"mcp:{name}" in open_breakers else "closed",
-            ))
+            state = (
+                "disabled"
+                if link is None
+                else "connected"
+                if link.session is not None
+                else "failed"
+                if link.error
+                else "idle"
+            )
+            states.append(
+                ServiceState(
+                    name=name,
+                    type=spec.type,
+                    capabilities=spec.capabilities,
+                    state=state,
+                    error=link.error if link else None,
+                    tools=[tool.name for tool in (link.tools or [])] if link else [],
+                    tools_listed_at=link.listed_at if link else None,
+                    restarts=link.restarts if link else 0,
+                    breaker="open" if f"mcp:{name}" in open_breakers else "closed",
+                )
+            )
         return states
 
     def close(self) -> None:
@@ -161,8 +177,9 @@ class ServiceManager:
             return ToolResult(outcome="unavailable", text=f"{service}: {why}")
         link = self._links[service]
         if not self._admit(service):
-            return ToolResult(outcome="breaker_open",
-                              text=f"{service}: circuit breaker open after repeated failures; not called")
+            return ToolResult(
+                outcome="breaker_open", text=f"{service}: circuit breaker open after repeated failures; not called"
+            )
         try:
             answer, restarted = self._request(link, partial(_call_tool, tool, arguments))
         except ServiceUnavailable as error:
@@ -183,8 +200,9 @@ class ServiceManager:
             return ToolResult(outcome="failed", text=f"{service}.{tool}: {_reason(error)}")
         self._count(service, healthy=True)
         limit = self.settings.mcp_client.max_result_chars
-        return ToolResult(outcome="tool_error" if answer.is_error else "ok", text=_text(answer, limit),
-                          restarted=restarted)
+        return ToolResult(
+            outcome="tool_error" if answer.is_error else "ok", text=_text(answer, limit), restarted=restarted
+        )
 
     def _request(self, link: _Link, request: Callable[[ClientSession], Awaitable[T]]) -> tuple[T, bool]:
         """Send one request on the service's session, starting the service first if needed. A closed connection
@@ -239,7 +257,8 @@ class ServiceManager:
             async with AsyncExitStack() as stack:
                 read, write = await _open_transport(link.spec, stack, seconds)
                 session = await stack.enter_async_context(
-                    ClientSession(read, write, message_handler=partial(_on_message, link)))
+                    ClientSession(read, write, message_handler=partial(_on_message, link))
+                )
                 await session.initialize()
                 scope.deadline = float("inf")
                 task_status.started(session)
@@ -283,6 +302,7 @@ def _fresh(link: _Link) -> list[ServiceTool] | None:
 
 # -- on the loop thread ------------------------------------------------------------------------------------------
 
+
 async def _open_transport(spec: McpService, stack: AsyncExitStack, connect_seconds: float) -> tuple[Any, Any]:
     if spec.type == "stdio":
         server = StdioServerParameters(command=spec.argv[0], args=spec.argv[1:], env=spec.env or None, cwd=spec.cwd)
@@ -320,6 +340,7 @@ async def _call_tool(tool: str, arguments: dict[str, Any], session: ClientSessio
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
+
 
 def _text(result: types.CallToolResult, limit: int) -> str:
     """The result as the model reads it: text items joined, other content named briefly, cut to `limit`."""

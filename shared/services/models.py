@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from shared.tokens import count_tokens
 
 #: How one tool call ended. Only `ok` and `tool_error` reached the service and got an answer from it.
-CallOutcome = Literal["ok", "tool_error", "invalid_arguments", "unknown_tool", "breaker_open", "unavailable",
-                      "timeout", "failed"]
+CallOutcome = Literal[
+    "ok", "tool_error", "invalid_arguments", "unknown_tool", "breaker_open", "unavailable", "timeout", "failed"
+]
 
 
 class ServiceTool(BaseModel):
@@ -32,8 +33,9 @@ class ServiceTool(BaseModel):
     def schema_tokens(self) -> int:
         """What offering this tool costs per model turn: its name, description and argument schema. Counted once
         per listing, since planning asks on every request."""
-        return count_tokens(json.dumps({"name": self.function_name, "description": self.description,
-                                        "parameters": self.input_schema}))
+        return count_tokens(
+            json.dumps({"name": self.function_name, "description": self.description, "parameters": self.input_schema})
+        )
 
 
 def function_name(service: str, tool: str) -> str:

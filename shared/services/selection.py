@@ -25,12 +25,55 @@ SERVING_INTENTS: dict[str, set[str]] = {
     "manage": {"manage", "write", "read"},
 }
 
-_READ = {"get", "read", "show", "list", "log", "status", "diff", "view", "fetch", "describe", "current", "info",
-         "cat", "head", "tree", "stat", "inspect", "print", "lookup", "now"}
+_READ = {
+    "get",
+    "read",
+    "show",
+    "list",
+    "log",
+    "status",
+    "diff",
+    "view",
+    "fetch",
+    "describe",
+    "current",
+    "info",
+    "cat",
+    "head",
+    "tree",
+    "stat",
+    "inspect",
+    "print",
+    "lookup",
+    "now",
+}
 _SEARCH = {"search", "find", "query", "grep", "lookup", "list", "match", "filter"}
 _ANALYZE = {"analyze", "analyse", "compare", "stats", "metrics", "count", "measure", "lint", "check", "diff"}
-_WRITE = {"create", "add", "write", "commit", "update", "set", "delete", "remove", "reset", "checkout", "push",
-          "move", "rename", "edit", "init", "put", "post", "merge", "apply", "insert", "upload", "save", "tag"}
+_WRITE = {
+    "create",
+    "add",
+    "write",
+    "commit",
+    "update",
+    "set",
+    "delete",
+    "remove",
+    "reset",
+    "checkout",
+    "push",
+    "move",
+    "rename",
+    "edit",
+    "init",
+    "put",
+    "post",
+    "merge",
+    "apply",
+    "insert",
+    "upload",
+    "save",
+    "tag",
+}
 _MANAGE = {"start", "stop", "restart", "deploy", "configure", "enable", "disable", "assign", "close", "open"}
 ALL_VERBS = _READ | _SEARCH | _ANALYZE | _WRITE | _MANAGE
 
@@ -117,11 +160,13 @@ def select_services(
         tools = catalog[name]
         fitting = [tool for tool in tools if not _verbs(tool) or _verbs(tool) & INTENT_VERBS[intent]]
         chosen = fitting or tools
-        selection.services.append(ServiceChoice(
-            service=name,
-            reason=f"the request names {word!r}; {len(chosen)} of {len(tools)} tools fit a {intent} request",
-            tools=[tool.name for tool in chosen],
-        ))
+        selection.services.append(
+            ServiceChoice(
+                service=name,
+                reason=f"the request names {word!r}; {len(chosen)} of {len(tools)} tools fit a {intent} request",
+                tools=[tool.name for tool in chosen],
+            )
+        )
         selection.tools_offered += len(chosen)
         selection.schema_tokens_offered += sum(tool.schema_tokens for tool in chosen)
     return selection

@@ -45,16 +45,19 @@ class Toolbox:
 
     @property
     def specs(self) -> list[ToolSpec]:
-        return [ToolSpec(name=function, description=tool.description, parameters=tool.input_schema)
-                for function, tool in self._tools.items()]
+        return [
+            ToolSpec(name=function, description=tool.description, parameters=tool.input_schema)
+            for function, tool in self._tools.items()
+        ]
 
     def run(self, call: ToolCall, step: int) -> tuple[ToolResult, ToolCallRecord]:
         """Check and make one call; the result is what the model reads next, the record what the job keeps."""
         tool = self._tools.get(call.name)
         started = time.perf_counter()
         if tool is None:
-            result = ToolResult(outcome="unknown_tool",
-                                text=f"no tool {call.name!r}; the tools are {', '.join(self._tools)}")
+            result = ToolResult(
+                outcome="unknown_tool", text=f"no tool {call.name!r}; the tools are {', '.join(self._tools)}"
+            )
             return result, self._record(step, "", call.name, call, result, started)
         problem = argument_problems(tool, call.arguments, call.raw_arguments)
         if problem:
@@ -64,12 +67,18 @@ class Toolbox:
         return result, self._record(step, tool.service, tool.name, call, result, started)
 
     @staticmethod
-    def _record(step: int, service: str, tool: str, call: ToolCall, result: ToolResult,
-                started: float) -> ToolCallRecord:
+    def _record(
+        step: int, service: str, tool: str, call: ToolCall, result: ToolResult, started: float
+    ) -> ToolCallRecord:
         return ToolCallRecord(
-            step=step, service=service, tool=tool, arguments=call.arguments, outcome=result.outcome,
+            step=step,
+            service=service,
+            tool=tool,
+            arguments=call.arguments,
+            outcome=result.outcome,
             duration_ms=result.duration_ms or round((time.perf_counter() - started) * 1000, 3),
-            error=None if result.outcome == "ok" else result.text[:500], restarted=result.restarted,
+            error=None if result.outcome == "ok" else result.text[:500],
+            restarted=result.restarted,
         )
 
 
@@ -83,9 +92,9 @@ def argument_problems(tool: ServiceTool, arguments: dict[str, Any], raw: str | N
         errors = sorted(validator.iter_errors(arguments), key=lambda error: list(error.path))
     except schema_errors.SchemaError as error:
         return f"the tool's own schema is invalid ({error.message}); not calling it"
-    return "; ".join(
-        f"{'/'.join(map(str, error.path)) or '(top level)'}: {error.message}" for error in errors[:5]
-    ) or None
+    return (
+        "; ".join(f"{'/'.join(map(str, error.path)) or '(top level)'}: {error.message}" for error in errors[:5]) or None
+    )
 
 
 def gateway_call(caller: ToolCaller, service: str, tool: str, arguments: dict[str, Any]) -> ToolResult:

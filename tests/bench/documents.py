@@ -25,10 +25,26 @@ from rich.table import Table
 from support import ROOT, bench_redis, stop
 
 NEEDLE_SUBJECTS = [
-    "amber lighthouse", "cobalt observatory", "crimson archive", "silver greenhouse", "jade foundry",
-    "violet harbour", "copper monastery", "ivory aqueduct", "scarlet windmill", "onyx planetarium",
-    "teal granary", "golden viaduct", "indigo citadel", "coral boathouse", "ochre lantern works",
-    "bronze apiary", "pearl funicular", "slate bell tower", "maroon telegraph office", "azure salt mine",
+    "amber lighthouse",
+    "cobalt observatory",
+    "crimson archive",
+    "silver greenhouse",
+    "jade foundry",
+    "violet harbour",
+    "copper monastery",
+    "ivory aqueduct",
+    "scarlet windmill",
+    "onyx planetarium",
+    "teal granary",
+    "golden viaduct",
+    "indigo citadel",
+    "coral boathouse",
+    "ochre lantern works",
+    "bronze apiary",
+    "pearl funicular",
+    "slate bell tower",
+    "maroon telegraph office",
+    "azure salt mine",
 ]
 
 
@@ -59,11 +75,28 @@ def start_workers(count: int, env: dict[str, str], log_dir: Path) -> list[subpro
     workers = []
     for index in range(count):
         log = log_dir / f"preprocess-{count}-{index}.log"
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queues", "preprocess", "--pool", "prefork",
-             "--concurrency", "1", "--loglevel", "WARNING"],
-            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        ))
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "api.cli",
+                    "worker",
+                    "--queues",
+                    "preprocess",
+                    "--pool",
+                    "prefork",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
     return workers
 
 
@@ -124,8 +157,9 @@ def main() -> None:
 
         def run_chord(query: str) -> float:
             key = summary_key(settings, document.id, Strategy.extractive, query, 100_000)
-            work = Preprocessing(document_id=document.id, strategy=Strategy.extractive, query=query,
-                                 budget=100_000, cache_key=key)
+            work = Preprocessing(
+                document_id=document.id, strategy=Strategy.extractive, query=query, budget=100_000, cache_key=key
+            )
             started = time.perf_counter()
             app.send_task(PREPROCESS_TASK, args=[work.model_dump(mode="json")], queue=PREPROCESS_QUEUE)
             while not cache.exists(key):
@@ -158,15 +192,19 @@ def main() -> None:
     table.add_row("peak worker RSS", f"{peak:.0f} MB")
     table.add_row("needles kept at 20K budget", f"{retained}/20 ({retained / 20:.0%})")
     console.print(table)
-    print(json.dumps({
-        "corpus_tokens": corpus_tokens,
-        "chunk_s": round(chunk_s, 4),
-        "chunk_ratio_vs_fastest": round(chunk_s / fastest, 3) if libraries else None,
-        "extractive_s_1_worker": round(timings[1], 3),
-        "extractive_s_2_workers": round(timings[2], 3),
-        "peak_rss_mb": round(peak, 1),
-        "needle_retention": retained / 20,
-    }))
+    print(
+        json.dumps(
+            {
+                "corpus_tokens": corpus_tokens,
+                "chunk_s": round(chunk_s, 4),
+                "chunk_ratio_vs_fastest": round(chunk_s / fastest, 3) if libraries else None,
+                "extractive_s_1_worker": round(timings[1], 3),
+                "extractive_s_2_workers": round(timings[2], 3),
+                "peak_rss_mb": round(peak, 1),
+                "needle_retention": retained / 20,
+            }
+        )
+    )
 
 
 def needle_retention(corpus: str, needles: list[tuple[str, str]]) -> int:
@@ -177,8 +215,10 @@ def needle_retention(corpus: str, needles: list[tuple[str, str]]) -> int:
 
     data = corpus.encode()
     chunks = chunk_text(corpus, chunk_size=10_000, overlap=200)
-    owned = [(c.start_byte, nxt.start_byte if nxt else c.end_byte)
-             for c, nxt in zip(chunks, [*chunks[1:], None], strict=True)]
+    owned = [
+        (c.start_byte, nxt.start_byte if nxt else c.end_byte)
+        for c, nxt in zip(chunks, [*chunks[1:], None], strict=True)
+    ]
     read = lambda start, end: data[start:end].decode()  # noqa: E731
     kept = 0
     for subject, needle in needles:

@@ -33,13 +33,19 @@ def main() -> None:
 
         def outcome(i: int) -> RequestOutcome:
             return RequestOutcome(
-                job_id=f"bench-{i}", succeeded=rng.random() > 0.02, model=rng.choice(models),
+                job_id=f"bench-{i}",
+                succeeded=rng.random() > 0.02,
+                model=rng.choice(models),
                 provider=rng.choice(["openai", "anthropic", "google"]),
                 intent=rng.choice(["read", "write", "search", "analyze", "manage"]),
-                tier=rng.choice(["simple", "moderate", "complex"]), input_tokens=rng.randint(50, 5000),
-                output_tokens=rng.randint(20, 1500), baseline_tokens=rng.randint(500, 20000),
-                cost_usd=rng.random() / 1000, baseline_cost_usd=rng.random() / 50,
-                cache_hit=rng.random() < 0.2, latency_ms=rng.lognormvariate(6, 1),
+                tier=rng.choice(["simple", "moderate", "complex"]),
+                input_tokens=rng.randint(50, 5000),
+                output_tokens=rng.randint(20, 1500),
+                baseline_tokens=rng.randint(500, 20000),
+                cost_usd=rng.random() / 1000,
+                baseline_cost_usd=rng.random() / 50,
+                cache_hit=rng.random() < 0.2,
+                latency_ms=rng.lognormvariate(6, 1),
             )
 
         # a full day: every minute bucket holds a realistic mix of fields
@@ -64,13 +70,24 @@ def main() -> None:
     table = Table(title="metrics on Redis (loopback)")
     for column in ("operation", "median", "p95", "samples"):
         table.add_column(column, justify="right")
-    table.add_row("record one request (µs)", f"{statistics.median(record_us):.0f}",
-                  f"{percentile(record_us, 0.95):.0f}", str(len(record_us)))
-    table.add_row("get_metrics('1d'), 1,441 buckets (ms)", f"{statistics.median(query_ms):.1f}",
-                  f"{percentile(query_ms, 0.95):.1f}", str(len(query_ms)))
+    table.add_row(
+        "record one request (µs)",
+        f"{statistics.median(record_us):.0f}",
+        f"{percentile(record_us, 0.95):.0f}",
+        str(len(record_us)),
+    )
+    table.add_row(
+        "get_metrics('1d'), 1,441 buckets (ms)",
+        f"{statistics.median(query_ms):.1f}",
+        f"{percentile(query_ms, 0.95):.1f}",
+        str(len(query_ms)),
+    )
     Console().print(table)
-    print(json.dumps({"record_us": round(statistics.median(record_us), 1),
-                      "query_1d_ms": round(statistics.median(query_ms), 2)}))
+    print(
+        json.dumps(
+            {"record_us": round(statistics.median(record_us), 1), "query_1d_ms": round(statistics.median(query_ms), 2)}
+        )
+    )
 
 
 if __name__ == "__main__":

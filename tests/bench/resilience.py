@@ -34,12 +34,17 @@ def main() -> None:
     for server in servers.values():
         server.start()
     with bench_redis() as url:
-        os.environ.update({
-            "ORCH_REDIS_URL": url,
-            "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": servers["openai"].url,
-            "ANTHROPIC_API_KEY": "bench", "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": servers["anthropic"].url,
-            "GOOGLE_API_KEY": "bench", "ORCH_PROVIDERS__GOOGLE__BASE_URL": servers["google"].url,
-        })
+        os.environ.update(
+            {
+                "ORCH_REDIS_URL": url,
+                "OPENAI_API_KEY": "bench",
+                "OPENAI_BASE_URL": servers["openai"].url,
+                "ANTHROPIC_API_KEY": "bench",
+                "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": servers["anthropic"].url,
+                "GOOGLE_API_KEY": "bench",
+                "ORCH_PROVIDERS__GOOGLE__BASE_URL": servers["google"].url,
+            }
+        )
         import redis
 
         from api.submission import JobRequest, propose
@@ -64,9 +69,14 @@ def main() -> None:
             for i in range(args.requests):
                 body = JobRequest(request=f"What is the capital of country {i}?")
                 proposal = propose(body, settings, open_breakers=breakers.unavailable())
-                record = JobRecord(id=new_job_id(), status=JobStatus.running, queue="llm.simple",
-                                   created_at=time.time(), input=JobInput(request=body.request),
-                                   **proposal.model_dump())
+                record = JobRecord(
+                    id=new_job_id(),
+                    status=JobStatus.running,
+                    queue="llm.simple",
+                    created_at=time.time(),
+                    input=JobInput(request=body.request),
+                    **proposal.model_dump(),
+                )
                 started = time.perf_counter()
                 try:
                     served = executor.serve(record)
@@ -91,14 +101,25 @@ def main() -> None:
     for column in ("primary failure", "success", "served by primary", "mean ms", "p50 ms", "p95 ms", "added ms"):
         table.add_column(column, justify="right")
     for rate, r in results.items():
-        table.add_row(f"{rate:.0%}", f"{r['success_rate']:.1%}", f"{r['primary_share']:.1%}", f"{r['mean_ms']:.1f}",
-                      f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['mean_ms'] - base:+.1f}")
+        table.add_row(
+            f"{rate:.0%}",
+            f"{r['success_rate']:.1%}",
+            f"{r['primary_share']:.1%}",
+            f"{r['mean_ms']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['mean_ms'] - base:+.1f}",
+        )
     Console().print(table)
     key = lambda rate: f"{rate:g}" if rate != 1.0 else "1.0"  # noqa: E731
-    print(json.dumps({
-        "success_rate": {key(rate): r["success_rate"] for rate, r in results.items()},
-        "added_latency_ms": {key(rate): round(r["mean_ms"] - base, 2) for rate, r in results.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "success_rate": {key(rate): r["success_rate"] for rate, r in results.items()},
+                "added_latency_ms": {key(rate): round(r["mean_ms"] - base, 2) for rate, r in results.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

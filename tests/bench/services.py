@@ -94,15 +94,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="services-bench-"))
     repo = git_repository(work)
     http_server = McpHttpServer().start()
-    settings = load_settings(mcp_services={
-        "git": {"type": "stdio", "command": [sys.executable, "-m", "mcp_server_git"],
+    settings = load_settings(
+        mcp_services={
+            "git": {
+                "type": "stdio",
+                "command": [sys.executable, "-m", "mcp_server_git"],
                 "args": ["--repository", str(repo)],
-                "capabilities": ["read", "search", "analyze", "write", "git", "commit", "repository", "branch"]},
-        "time": {"type": "stdio", "command": [sys.executable, "-m", "mcp_server_time"],
-                 "args": ["--local-timezone", "UTC"], "capabilities": ["read", "time", "timezone", "clock"]},
-        "calc": {"type": "http", "url": http_server.url,
-                 "capabilities": ["read", "analyze", "calculator", "echo", "sum"]},
-    })
+                "capabilities": ["read", "search", "analyze", "write", "git", "commit", "repository", "branch"],
+            },
+            "time": {
+                "type": "stdio",
+                "command": [sys.executable, "-m", "mcp_server_time"],
+                "args": ["--local-timezone", "UTC"],
+                "capabilities": ["read", "time", "timezone", "clock"],
+            },
+            "calc": {
+                "type": "http",
+                "url": http_server.url,
+                "capabilities": ["read", "analyze", "calculator", "echo", "sum"],
+            },
+        }
+    )
     manager = ServiceManager(settings)
     try:
         catalog, failed = manager.catalog()
@@ -144,8 +156,15 @@ def main() -> None:
     table.add_row("tool call through the orchestrator (median ms)", f"{routed_ms:.2f}")
     table.add_row("overhead (median ms)", f"{routed_ms - direct_ms:.2f}")
     Console().print(table)
-    print(json.dumps({"schema_tokens_selected": selected_total, "schema_tokens_all": all_total,
-                      "tool_call_overhead_ms_p50": round(routed_ms - direct_ms, 3)}))
+    print(
+        json.dumps(
+            {
+                "schema_tokens_selected": selected_total,
+                "schema_tokens_all": all_total,
+                "tool_call_overhead_ms_p50": round(routed_ms - direct_ms, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def free_port() -> int:
 
 
 def spawn(name: str, command: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=(LOGS / f"{name}.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=(LOGS / f"{name}.log").open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 def wait_log(process: subprocess.Popen, name: str, marker: bytes, timeout: float = 60) -> subprocess.Popen:
@@ -64,8 +65,24 @@ def wait_log(process: subprocess.Popen, name: str, marker: bytes, timeout: float
 
 
 def worker(name: str, env: dict[str, str], concurrency: int) -> subprocess.Popen:
-    process = spawn(name, [sys.executable, "-m", "api.cli", "worker", "--queues", "llm.simple,llm.moderate,llm.complex",
-                           "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO"], env)
+    process = spawn(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "worker",
+            "--queues",
+            "llm.simple,llm.moderate,llm.complex",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+        ],
+        env,
+    )
     return wait_log(process, name, b"ready.")
 
 
@@ -115,9 +132,28 @@ def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: st
 
 def noop_worker(url: str, env: dict[str, str]) -> subprocess.Popen:
     os.environ["BENCH_REDIS_URL"] = url  # for this process's `noop_app`, imported from this script's folder
-    process = spawn("noop", [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-Q", "noop", "-P", "threads",
-                             "-c", "32", "-E", "--loglevel", "INFO"], env | {"BENCH_REDIS_URL": url},
-                    cwd=ROOT / "tests" / "bench")
+    process = spawn(
+        "noop",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "noop_app",
+            "worker",
+            "-Q",
+            "noop",
+            "-P",
+            "threads",
+            "-c",
+            "32",
+            "-E",
+            "--loglevel",
+            "INFO",
+        ],
+        env | {"BENCH_REDIS_URL": url},
+        cwd=ROOT / "tests" / "bench",
+    )
     return wait_log(process, "noop", b"ready.")
 
 
@@ -191,14 +227,19 @@ def added_latency(base: str, env: dict[str, str], wire) -> dict[str, float]:
         for i in range(1030):
             for name, client in (("direct", direct), ("routed", routed)):
                 started = time.perf_counter()
-                client.chat.completions.create(model="gpt-4o-mini",
-                                               messages=[{"role": "user", "content": f"Define term {name} {i}"}])
+                client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"Define term {name} {i}"}]
+                )
                 if i >= 30:  # warm-up
                     samples[name].append((time.perf_counter() - started) * 1000)
         added = [routed - direct for direct, routed in zip(samples["direct"], samples["routed"], strict=True)]
-        return {"direct_ms_p50": statistics.median(samples["direct"]),
-                "routed_ms_p50": statistics.median(samples["routed"]), "added_latency_ms_p50": statistics.median(added),
-                "direct_ms_p99": p99(samples["direct"]), "routed_ms_p99": p99(samples["routed"])}
+        return {
+            "direct_ms_p50": statistics.median(samples["direct"]),
+            "routed_ms_p50": statistics.median(samples["routed"]),
+            "added_latency_ms_p50": statistics.median(added),
+            "direct_ms_p99": p99(samples["direct"]),
+            "routed_ms_p99": p99(samples["routed"]),
+        }
     finally:
         stop(process)
 
@@ -216,11 +257,19 @@ def main() -> None:
         server.start()
     with bench_redis() as url:
         client = redis.Redis.from_url(url)
-        env = {**os.environ, "ORCH_REDIS_URL": url, "PYTHONPATH": str(ROOT),
-               "OPENAI_API_KEY": "bench", "OPENAI_BASE_URL": wire["openai"].url,
-               "ANTHROPIC_API_KEY": "bench", "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
-               "GOOGLE_API_KEY": "bench", "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
-               "ORCH_RESPONSE_CACHE__ENABLED": "false", "ORCH_AUTH__ENABLED": "false"}
+        env = {
+            **os.environ,
+            "ORCH_REDIS_URL": url,
+            "PYTHONPATH": str(ROOT),
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": wire["openai"].url,
+            "ANTHROPIC_API_KEY": "bench",
+            "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
+            "GOOGLE_API_KEY": "bench",
+            "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
+            "ORCH_RESPONSE_CACHE__ENABLED": "false",
+            "ORCH_AUTH__ENABLED": "false",
+        }
         port = free_port()
         api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env)
         base = f"http://127.0.0.1:{port}"
@@ -250,19 +299,31 @@ def main() -> None:
     table.add_row("ratio", f"{jobs / noop:.2f}")
     table.add_row("worker CPU per job / per no-op task (ms)", f"{job_cpu_ms:.2f} / {noop_cpu_ms:.2f}")
     table.add_row("jobs in flight in one worker process (provider takes 1 s)", str(peak))
-    table.add_row("chat completion, provider directly (median / p99 ms)",
-                  f"{latency['direct_ms_p50']:.2f} / {latency['direct_ms_p99']:.2f}")
-    table.add_row("chat completion through the orchestrator (median / p99 ms)",
-                  f"{latency['routed_ms_p50']:.2f} / {latency['routed_ms_p99']:.2f}")
+    table.add_row(
+        "chat completion, provider directly (median / p99 ms)",
+        f"{latency['direct_ms_p50']:.2f} / {latency['direct_ms_p99']:.2f}",
+    )
+    table.add_row(
+        "chat completion through the orchestrator (median / p99 ms)",
+        f"{latency['routed_ms_p50']:.2f} / {latency['routed_ms_p99']:.2f}",
+    )
     table.add_row("added latency (median of the pairs' differences, ms)", f"{latency['added_latency_ms_p50']:.2f}")
     table.add_row("bare Celery no-op round trip, for reference (median ms)", f"{noop_round_trip_ms:.2f}")
     Console().print(table)
-    print(json.dumps({"jobs_per_s": round(jobs, 1), "celery_noop_per_s": round(noop, 1),
-                      "ratio": round(jobs / noop, 3), "in_flight_per_worker": peak,
-                      **{key: round(value, 2) for key, value in latency.items()},
-                      "celery_noop_round_trip_ms_p50": round(noop_round_trip_ms, 2),
-                      "worker_cpu_ms_per_job": round(job_cpu_ms, 2),
-                      "noop_worker_cpu_ms_per_task": round(noop_cpu_ms, 2)}))
+    print(
+        json.dumps(
+            {
+                "jobs_per_s": round(jobs, 1),
+                "celery_noop_per_s": round(noop, 1),
+                "ratio": round(jobs / noop, 3),
+                "in_flight_per_worker": peak,
+                **{key: round(value, 2) for key, value in latency.items()},
+                "celery_noop_round_trip_ms_p50": round(noop_round_trip_ms, 2),
+                "worker_cpu_ms_per_job": round(job_cpu_ms, 2),
+                "noop_worker_cpu_ms_per_task": round(noop_cpu_ms, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,13 @@ def secured(redis_env, provider_env, monkeypatch):
         time.sleep(0.02)
     keys = KeyStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
     base = f"http://127.0.0.1:{port}"
-    yield settings, keys, lambda secret=None: httpx.Client(
-        base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"} if secret else {})
+    yield (
+        settings,
+        keys,
+        lambda secret=None: httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"} if secret else {}
+        ),
+    )
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -116,7 +121,8 @@ def test_openai_clients_authenticate_with_the_key(secured, start_worker):
     _, secret = keys.create("sdk")
     base = str(client().base_url).rstrip("/") + "/v1"
     answer = openai.OpenAI(base_url=base, api_key=secret, max_retries=0).chat.completions.create(
-        model="auto", messages=[{"role": "user", "content": QUESTION}])
+        model="auto", messages=[{"role": "user", "content": QUESTION}]
+    )
     assert answer.choices[0].message.content.startswith("[gemini-2.0-flash]")
     with pytest.raises(openai.AuthenticationError) as refused:
         openai.OpenAI(base_url=base, api_key="orch_wrong", max_retries=0).models.list()
@@ -137,8 +143,15 @@ def test_provider_keys_appear_in_no_response_and_no_log(secured, start_worker, w
         ok = poll(c, c.post("/v1/jobs", json={"request": "Define entropy"}).json()["id"])
         assert failed["status"] == "failed" and "is not valid" in failed["error"]
         assert ok["status"] == "succeeded"
-        for path in ("/v1/jobs/" + failed["id"], "/v1/jobs/" + ok["id"], "/v1/metrics?period=5m",
-                     "/v1/health/providers", "/openapi.json", "/v1/models", "/metrics"):
+        for path in (
+            "/v1/jobs/" + failed["id"],
+            "/v1/jobs/" + ok["id"],
+            "/v1/metrics?period=5m",
+            "/v1/health/providers",
+            "/openapi.json",
+            "/v1/models",
+            "/metrics",
+        ):
             seen.append(c.get(path).text)
         seen.append(c.post("/v1/analyze", json={"request": QUESTION}).text)
     seen.append(worker.output())
@@ -162,8 +175,11 @@ def test_mcp_over_http_runs_on_the_callers_key_and_budget(secured, start_worker)
     url = str(client().base_url).rstrip("/") + "/mcp"
 
     async def orchestrate(secret: str):
-        async with httpx2.AsyncClient(headers={"authorization": f"Bearer {secret}"}, timeout=30) as http, \
-                streamable_http_client(url, http_client=http) as (read, write), ClientSession(read, write) as session:
+        async with (
+            httpx2.AsyncClient(headers={"authorization": f"Bearer {secret}"}, timeout=30) as http,
+            streamable_http_client(url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
             await session.initialize()
             return await session.call_tool("orchestrate", {"request": QUESTION, "options": {"cache": False}})
 

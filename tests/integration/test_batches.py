@@ -38,8 +38,9 @@ def test_a_500_item_batch_completes_with_correct_counts_and_ordered_results(api,
     assert accepted.status_code == 202
     body = accepted.json()
     assert (body["total"], body["accepted"]) == (500, 498)
-    assert [(item["line"], "gpt-9" in item["error"] or "at least 1 character" in item["error"])
-            for item in body["refused"]] == [(18, True), (43, True)]
+    assert [
+        (item["line"], "gpt-9" in item["error"] or "at least 1 character" in item["error"]) for item in body["refused"]
+    ] == [(18, True), (43, True)]
 
     summary = wait_for_batch(api, body["id"])
     assert summary["counts"] == {"succeeded": 498, "refused": 2}
@@ -60,17 +61,26 @@ def test_jsonl_upload_with_bad_lines_and_cancel(api):
     accepted = api.post("/v1/batches", content=upload, headers={"content-type": "application/x-ndjson"}).json()
     assert accepted["accepted"] == 2
     assert [(r["line"], r["error"].split(":")[0]) for r in accepted["refused"]] == [
-        (2, "not JSON"), (4, "each line must be a JSON object")]
+        (2, "not JSON"),
+        (4, "each line must be a JSON object"),
+    ]
     cancelled = api.delete(f"/v1/batches/{accepted['id']}").json()  # no worker runs: both still queued
     assert cancelled["counts"] == {"cancelled": 2, "refused": 2}
     assert api.get("/v1/batches/nope").status_code == 404
 
 
 def test_dry_run_projection_equals_the_sum_of_the_item_plans(api):
-    requests = ["What is 2+2?", "Create a REST API for user management", "Analyze our churn drivers",
-                "Restart the nginx service on staging"]
-    response = api.post("/v1/batches", params={"dry_run": True},
-                        json={"items": [{"request": text} for text in requests] + [{"request": ""}]})
+    requests = [
+        "What is 2+2?",
+        "Create a REST API for user management",
+        "Analyze our churn drivers",
+        "Restart the nginx service on staging",
+    ]
+    response = api.post(
+        "/v1/batches",
+        params={"dry_run": True},
+        json={"items": [{"request": text} for text in requests] + [{"request": ""}]},
+    )
     assert response.status_code == 200
     plan = response.json()
     assert (plan["planned"], plan["refused"]) == (4, 1)
@@ -93,8 +103,7 @@ def test_an_interrupted_cli_batch_resumes_without_redoing_finished_items(
     output = tmp_path / "out.jsonl"
     command = [sys.executable, "-m", "api.cli", "batch", str(source), "--output", str(output)]
 
-    first = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)
+    first = subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not output.exists() or len(output.read_text().splitlines()) < 4:
         assert time.monotonic() < deadline and first.poll() is None
@@ -121,8 +130,13 @@ def test_cli_dry_run_of_a_folder(tmp_path):
     (folder / "a.txt").write_text("Revenue grew 12% in Q3.")
     (folder / "b.txt").write_text("Costs fell 3% in Q3.")
     (folder / "c.bin").write_bytes(b"\x00\x01binary")
-    done = subprocess.run([sys.executable, "-m", "api.cli", "batch", str(folder), "--request", "Summarize",
-                           "--dry-run", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "batch", str(folder), "--request", "Summarize", "--dry-run", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     assert (plan["planned"], plan["refused"]) == (2, 1)

@@ -13,13 +13,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def orchestrator(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "ORCH_REDIS_URL"}
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], cwd=ROOT, env={**environment, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_run_in_embedded_mode_goes_through_queue_worker_and_provider(provider_env, wire_servers, tmp_path):
-    done = orchestrator("run", "What is the capital of France?", "--json",
-                        env={"ORCH_DATA_DIR": str(tmp_path)})
+    done = orchestrator("run", "What is the capital of France?", "--json", env={"ORCH_DATA_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "succeeded"

@@ -81,8 +81,9 @@ def test_unknown_document_id_is_404(api):
 def test_a_small_document_is_sent_whole(api, start_worker, wire_servers):
     start_worker()
     text = "Clause 7: either party may terminate with 30 days notice.\n\nClause 8: governing law is Ontario."
-    record = poll(api, api.post("/v1/jobs", json={"request": "Find the termination clause",
-                                                  "document": text}).json()["id"])
+    record = poll(
+        api, api.post("/v1/jobs", json={"request": "Find the termination clause", "document": text}).json()["id"]
+    )
     assert record["status"] == "succeeded"
     assert record["document"]["strategy"] is None
     assert record["document"]["sent_tokens"] == record["document"]["original_tokens"] == count_tokens(text)
@@ -99,8 +100,10 @@ def test_a_large_document_is_compressed_by_a_chord_of_preprocess_workers(
     document = api.post("/v1/documents", content=big_document.encode(), headers={"content-type": "text/plain"}).json()
     assert document["tokens"] >= 200_000
 
-    job = api.post("/v1/jobs", json={"request": QUESTION, "document_id": document["id"],
-                                     "options": {"preferred_models": ["gpt-4o-mini"]}}).json()
+    job = api.post(
+        "/v1/jobs",
+        json={"request": QUESTION, "document_id": document["id"], "options": {"preferred_models": ["gpt-4o-mini"]}},
+    ).json()
     assert job["queue"] == "preprocess"
     seen_progress = set()
     deadline = time.monotonic() + 60
@@ -122,8 +125,13 @@ def test_a_large_document_is_compressed_by_a_chord_of_preprocess_workers(
     assert count_tokens(prompt) < 21_000
     assert len(use["workers"]) == 2  # both preprocess workers took chunks
 
-    again = poll(api, api.post("/v1/jobs", json={"request": QUESTION, "document_id": document["id"],
-                                                 "options": {"preferred_models": ["gpt-4o-mini"]}}).json()["id"])
+    again = poll(
+        api,
+        api.post(
+            "/v1/jobs",
+            json={"request": QUESTION, "document_id": document["id"], "options": {"preferred_models": ["gpt-4o-mini"]}},
+        ).json()["id"],
+    )
     assert again["status"] == "succeeded"
     assert again["document"]["summary_cache_hit"] is True and again["chunks_done"] == 0
     assert again["document"]["sent_tokens"] == use["sent_tokens"]
@@ -156,9 +164,18 @@ def test_hierarchical_summaries_and_the_fallback_to_extractive(small_budget, api
     document = api.post("/v1/documents", json={"text": text}).json()
     assert document["tokens"] > 100_000
 
-    summary = poll(api, api.post("/v1/jobs", json={
-        "request": "Summarize this report", "document_id": document["id"],
-        "options": {"preferred_models": ["gpt-4o-mini"]}}).json()["id"], timeout=60)
+    summary = poll(
+        api,
+        api.post(
+            "/v1/jobs",
+            json={
+                "request": "Summarize this report",
+                "document_id": document["id"],
+                "options": {"preferred_models": ["gpt-4o-mini"]},
+            },
+        ).json()["id"],
+        timeout=60,
+    )
     assert summary["status"] == "succeeded", summary["error"]
     use = summary["document"]
     assert use["strategy"] == "hierarchical" and use["note"] == ""
@@ -171,9 +188,18 @@ def test_hierarchical_summaries_and_the_fallback_to_extractive(small_budget, api
     for name in ("google", "openai", "anthropic"):
         for model in ("gemini-2.0-flash", "gpt-4.1-nano", "claude-3-haiku-20240307"):
             wire_servers[name].set_model(model, Fail(500, "down"))
-    fallback = poll(api, api.post("/v1/jobs", json={
-        "request": "Summarize this report briefly", "document_id": document["id"],
-        "options": {"preferred_models": ["gpt-4o-mini"], "cache": False}}).json()["id"], timeout=90)
+    fallback = poll(
+        api,
+        api.post(
+            "/v1/jobs",
+            json={
+                "request": "Summarize this report briefly",
+                "document_id": document["id"],
+                "options": {"preferred_models": ["gpt-4o-mini"], "cache": False},
+            },
+        ).json()["id"],
+        timeout=90,
+    )
     assert fallback["status"] == "succeeded", fallback["error"]
     assert fallback["document"]["strategy"] == "extractive"
     assert "fell back to extractive" in fallback["document"]["note"]

@@ -36,8 +36,10 @@ def test_every_job_s_task_events_reach_the_events_exchange_in_batches(api, start
     listener.start()
     try:
         time.sleep(0.3)  # subscribed before the first job is sent
-        ids = [api.post("/v1/jobs", json={"request": f"What is the capital of country {i}?"}).json()["id"]
-               for i in range(JOBS)]
+        ids = [
+            api.post("/v1/jobs", json={"request": f"What is the capital of country {i}?"}).json()["id"]
+            for i in range(JOBS)
+        ]
         assert all(poll(api, job_id)["status"] == "succeeded" for job_id in ids)
         wanted = {(kind, job_id) for job_id in ids for kind in ("task-received", "task-started", "task-succeeded")}
         deadline = time.monotonic() + 5

@@ -97,8 +97,9 @@ def test_failing_provider_falls_back_along_the_chain(api, start_worker, wire_ser
         ("gemini-2.0-flash", 3, False, "server"),
         ("gpt-4.1-nano", 1, True, None),
     ]
-    assert record["cost_usd"] == pytest.approx(SETTINGS.models["gpt-4.1-nano"].cost_usd(
-        record["usage"]["input_tokens"], record["usage"]["output_tokens"]))
+    assert record["cost_usd"] == pytest.approx(
+        SETTINGS.models["gpt-4.1-nano"].cost_usd(record["usage"]["input_tokens"], record["usage"]["output_tokens"])
+    )
 
 
 def test_a_rejected_request_fails_fast_with_the_providers_message(api, start_worker, wire_servers):

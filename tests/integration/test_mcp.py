@@ -21,8 +21,9 @@ def mcp_url(api) -> str:
 
 
 def stdio_server(extra: dict[str, str] | None = None) -> StdioServerParameters:
-    return StdioServerParameters(command=sys.executable, args=["-m", "api.cli", "mcp"], cwd=str(ROOT),
-                                 env={**os.environ, **(extra or {})})
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "api.cli", "mcp"], cwd=str(ROOT), env={**os.environ, **(extra or {})}
+    )
 
 
 def test_tools_and_their_schemas_over_http(api):
@@ -52,8 +53,9 @@ def test_orchestrate_over_http_returns_the_result_with_progress_in_order(api, st
 
     async def main():
         async with Client(mcp_url(api)) as client:
-            return await client.call_tool("orchestrate", {"request": QUESTION, "options": {"max_tokens": 200}},
-                                          progress_callback=progress)
+            return await client.call_tool(
+                "orchestrate", {"request": QUESTION, "options": {"max_tokens": 200}}, progress_callback=progress
+            )
 
     result = anyio.run(main)
     assert not result.is_error, result.content
@@ -140,8 +142,12 @@ def test_the_hosts_model_serves_through_sampling_at_zero_cost(redis_env, provide
 
     async def sampling(context, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
         asked.append(params)
-        return types.CreateMessageResult(role="assistant", model="host-model-1", stop_reason="maxTokens",
-                                         content=types.TextContent(type="text", text="Paris, said the host."))
+        return types.CreateMessageResult(
+            role="assistant",
+            model="host-model-1",
+            stop_reason="maxTokens",
+            content=types.TextContent(type="text", text="Paris, said the host."),
+        )
 
     async def main():
         server = stdio_server({"ORCH_USE_HOST_MODEL": "true"})

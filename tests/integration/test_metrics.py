@@ -39,9 +39,21 @@ def recorder(redis_env):
 
 
 def outcome(i: int, **fields) -> RequestOutcome:
-    defaults = dict(job_id=f"job-{i}", succeeded=True, model="gpt-4o-mini", provider="openai", intent="write",
-                    tier="moderate", input_tokens=100, output_tokens=50, baseline_tokens=400, cost_usd=0.0001,
-                    baseline_cost_usd=0.002, cache_hit=False, latency_ms=200.0)
+    defaults = dict(
+        job_id=f"job-{i}",
+        succeeded=True,
+        model="gpt-4o-mini",
+        provider="openai",
+        intent="write",
+        tier="moderate",
+        input_tokens=100,
+        output_tokens=50,
+        baseline_tokens=400,
+        cost_usd=0.0001,
+        baseline_cost_usd=0.002,
+        cache_hit=False,
+        latency_ms=200.0,
+    )
     return RequestOutcome(**(defaults | fields))
 
 
@@ -53,8 +65,7 @@ def test_percentiles_are_within_one_histogram_bucket(recorder):
         metrics.record(outcome(i, latency_ms=latency), at=NOW)
     report = read_metrics(settings, client, "1m", now=NOW)
     sample.sort()
-    for q, estimate in ((0.50, report.p50_duration_ms), (0.95, report.p95_duration_ms),
-                        (0.99, report.p99_duration_ms)):
+    for q, estimate in ((0.50, report.p50_duration_ms), (0.95, report.p95_duration_ms), (0.99, report.p99_duration_ms)):
         true = sample[int(q * len(sample))]
         assert true / BUCKET_FACTOR <= estimate <= true * BUCKET_FACTOR, (q, true, estimate)
     assert report.avg_duration_ms == pytest.approx(sum(round(x) for x in sample) / len(sample), abs=0.1)
@@ -65,8 +76,9 @@ def test_periods_merge_whole_minutes_back_from_now(recorder):
     ages = {"now": 0, "previous minute": 50, "3 min ago": 180, "20 min ago": 1200, "3 h ago": 10_800}
     for i, age in enumerate(ages.values()):
         metrics.record(outcome(i), at=NOW - age)
-    counts = {period: read_metrics(settings, client, period, now=NOW).total_requests
-              for period in ("1m", "5m", "1h", "1d")}
+    counts = {
+        period: read_metrics(settings, client, period, now=NOW).total_requests for period in ("1m", "5m", "1h", "1d")
+    }
     assert counts == {"1m": 2, "5m": 3, "1h": 4, "1d": 5}
     assert read_metrics(settings, client, "5m", now=NOW).requests_per_minute == pytest.approx(3 / 5)
 
@@ -74,8 +86,18 @@ def test_periods_merge_whole_minutes_back_from_now(recorder):
 def test_totals_distributions_savings_and_cache(recorder):
     settings, client, metrics = recorder
     metrics.record(outcome(1), at=NOW)
-    metrics.record(outcome(2, model="gemini-2.0-flash", provider="google", intent="read", tier="simple",
-                           cost_usd=0.00002, cache_hit=True), at=NOW)
+    metrics.record(
+        outcome(
+            2,
+            model="gemini-2.0-flash",
+            provider="google",
+            intent="read",
+            tier="simple",
+            cost_usd=0.00002,
+            cache_hit=True,
+        ),
+        at=NOW,
+    )
     metrics.record(outcome(3, succeeded=False, model=None, provider=None, cache_hit=None, latency_ms=900), at=NOW)
     metrics.record(RequestOutcome(succeeded=False, rejected=True), at=NOW)
     r = read_metrics(settings, client, "5m", now=NOW)
@@ -105,9 +127,17 @@ def test_finishing_a_job_counts_it_in_the_same_step_and_only_once(recorder):
     settings, client, metrics = recorder
     store = JobStore(settings, client)
     proposal = propose(JobRequest(request="What is the capital of France?"), settings, require_keys=False)
-    records = [JobRecord(id=new_job_id(), status=JobStatus.running, queue="llm.simple", created_at=time.time(),
-                         input=JobInput(request="What is the capital of France?"), **proposal.model_dump())
-               for _ in range(2)]
+    records = [
+        JobRecord(
+            id=new_job_id(),
+            status=JobStatus.running,
+            queue="llm.simple",
+            created_at=time.time(),
+            input=JobInput(request="What is the capital of France?"),
+            **proposal.model_dump(),
+        )
+        for _ in range(2)
+    ]
     for record in records:
         store.create(record)
     done, cancelled = records
@@ -147,13 +177,26 @@ def test_http_endpoint_cli_and_prometheus_report_a_real_job(api, start_worker, r
     assert api.get("/v1/metrics", params={"period": "2w"}).status_code == 422
 
     env = {**os.environ, "ORCH_REDIS_URL": redis_env}
-    cli = subprocess.run([sys.executable, "-m", "api.cli", "metrics", "--period", "1h", "--json"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "api.cli", "metrics", "--period", "1h", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     assert {k: v for k, v in json.loads(cli.stdout).items() if k not in ("period", "requests_per_minute")} == {
-        k: v for k, v in body.items() if k not in ("period", "requests_per_minute")}
-    table = subprocess.run([sys.executable, "-m", "api.cli", "metrics", "--period", "1h"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60)
+        k: v for k, v in body.items() if k not in ("period", "requests_per_minute")
+    }
+    table = subprocess.run(
+        [sys.executable, "-m", "api.cli", "metrics", "--period", "1h"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "2 (1 ok, 1 failed, 1 refused)" in table.stdout and "gemini-2.0-flash 1" in table.stdout
 
     scrape = api.get("/metrics").text

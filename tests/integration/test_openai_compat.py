@@ -21,7 +21,9 @@ def test_models_lists_auto_and_the_catalog(client):
 
 def test_a_model_is_retrieved_by_name(client):
     assert (client.models.retrieve("claude-3-5-haiku-20241022").owned_by, client.models.retrieve("auto").id) == (
-        "anthropic", "auto")
+        "anthropic",
+        "auto",
+    )
     with pytest.raises(openai.NotFoundError) as error:
         client.models.retrieve("gpt-9")
     assert error.value.code == "model_not_found"
@@ -31,9 +33,12 @@ def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wi
     start_worker()
     raw = client.chat.completions.with_raw_response.create(
         model="auto",
-        messages=[{"role": "system", "content": "Answer in French."},
-                  {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Bonjour"},
-                  {"role": "user", "content": "What is the capital of France?"}],
+        messages=[
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Bonjour"},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
         max_tokens=50,
     )
     completion = raw.parse()
@@ -41,7 +46,8 @@ def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wi
     assert completion.choices[0].message.content.startswith("[gemini-2.0-flash] What is the capital of France?")
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens > 0 and completion.usage.total_tokens == (
-        completion.usage.prompt_tokens + completion.usage.completion_tokens)
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
     assert float(raw.headers["x-orchestrator-savings-usd"]) > 0
     assert float(raw.headers["x-orchestrator-cost-usd"]) < float(raw.headers["x-orchestrator-baseline-cost-usd"])
     prompt = wire_servers["google"].requests[-1].body["contents"][-1]["parts"][0]["text"]
@@ -51,8 +57,9 @@ def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wi
 
 def test_a_named_model_is_honoured(client, start_worker, wire_servers):
     start_worker()
-    completion = client.chat.completions.create(model="claude-3-5-haiku-20241022",
-                                                messages=[{"role": "user", "content": "Define entropy"}])
+    completion = client.chat.completions.create(
+        model="claude-3-5-haiku-20241022", messages=[{"role": "user", "content": "Define entropy"}]
+    )
     assert completion.model == "claude-3-5-haiku-20241022"
     assert wire_servers["anthropic"].requests[-1].model == "claude-3-5-haiku-20241022"
 
@@ -66,8 +73,11 @@ def test_unknown_model_is_an_openai_style_error(client):
 def test_streaming_relays_the_providers_pieces(client, start_worker, wire_servers):
     start_worker()
     stream = client.chat.completions.create(
-        model="auto", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "Write a haiku about autumn leaves falling"}])
+        model="auto",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Write a haiku about autumn leaves falling"}],
+    )
     chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     answer = "[gemini-2.0-flash] Write a haiku about autumn leaves falling"
@@ -81,27 +91,48 @@ def test_streaming_relays_the_providers_pieces(client, start_worker, wire_server
 def test_an_answer_cut_at_max_tokens_finishes_with_length(client, start_worker, wire_servers):
     start_worker()
     completion = client.chat.completions.create(
-        model="auto", max_tokens=3, messages=[{"role": "user", "content": "What is the capital of Peru?"}])
+        model="auto", max_tokens=3, messages=[{"role": "user", "content": "What is the capital of Peru?"}]
+    )
     assert completion.choices[0].message.content == "[gemini-2.0-flash] What is"
     assert completion.choices[0].finish_reason == "length" and completion.usage.completion_tokens == 3
-    chunks = list(client.chat.completions.create(
-        model="claude-3-5-haiku-20241022", max_tokens=2, stream=True,
-        messages=[{"role": "user", "content": "What is the capital of Chile?"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-3-5-haiku-20241022",
+            max_tokens=2,
+            stream=True,
+            messages=[{"role": "user", "content": "What is the capital of Chile?"}],
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "[claude-3-5-haiku-20241022] What"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
 
 
-@pytest.mark.parametrize(("asked", "param"), [
-    ({"n": 2}, "n"),
-    ({"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]},
-     "tools"),
-    ({"functions": [{"name": "get_weather", "parameters": {"type": "object"}}], "function_call": "auto"}, "functions"),
-    ({"logprobs": True}, "logprobs"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}},
-     "response_format"),
-    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
-])
+@pytest.mark.parametrize(
+    ("asked", "param"),
+    [
+        ({"n": 2}, "n"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]},
+            "tools",
+        ),
+        (
+            {"functions": [{"name": "get_weather", "parameters": {"type": "object"}}], "function_call": "auto"},
+            "functions",
+        ),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": {"type": "object"}},
+                }
+            },
+            "response_format",
+        ),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
+    ],
+)
 def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env, asked, param):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}], **asked)
@@ -112,10 +143,19 @@ def test_a_parameter_beyond_one_text_choice_is_refused_by_name(client, redis_env
 
 def test_an_image_is_refused_rather_than_unseen(client):
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model="auto", messages=[
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
-                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+        client.chat.completions.create(
+            model="auto",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in this picture?"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    ],
+                },
+            ],
+        )
     assert error.value.code == "unsupported_content" and error.value.param == "messages.1.content"
     assert "not image_url" in error.value.message
 
@@ -123,10 +163,14 @@ def test_an_image_is_refused_rather_than_unseen(client):
 def test_the_default_of_a_refusable_parameter_is_served(client, start_worker):
     start_worker()
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    for asked in ({"n": 1, "logprobs": False, "response_format": {"type": "text"}, "modalities": ["text"]},
-                  {"tools": []}, {"tools": tools, "tool_choice": "none"}):
+    for asked in (
+        {"n": 1, "logprobs": False, "response_format": {"type": "text"}, "modalities": ["text"]},
+        {"tools": []},
+        {"tools": tools, "tool_choice": "none"},
+    ):
         completion = client.chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "Define entropy"}], **asked)
+            model="auto", messages=[{"role": "user", "content": "Define entropy"}], **asked
+        )
         assert completion.choices[0].message.content == "[gemini-2.0-flash] Define entropy"
 
 
@@ -135,20 +179,24 @@ def test_stop_sequences_reach_the_provider(client, start_worker, wire_servers):
     client.chat.completions.create(model="auto", stop="\n\n", messages=[{"role": "user", "content": "Define entropy"}])
     assert wire_servers["google"].requests[-1].body["generationConfig"]["stopSequences"] == ["\n\n"]
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model="auto", stop=["a", "b", "c", "d", "e"],
-                                       messages=[{"role": "user", "content": "Define entropy"}])
+        client.chat.completions.create(
+            model="auto", stop=["a", "b", "c", "d", "e"], messages=[{"role": "user", "content": "Define entropy"}]
+        )
     assert error.value.param == "stop" and "options.stop: List should have at most 4 items" in error.value.message
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "narrator", "content": "hi"}]}, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),  # fits no member of the union
-    ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages.0.content"),
-    ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, "stop"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "narrator", "content": "hi"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),  # fits no member of the union
+        ({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, "messages.0.content"),
+        ({"messages": [{"role": "user", "content": "hi"}], "stop": 5}, "stop"),
+    ],
+)
 def test_a_body_that_does_not_validate_is_an_openai_style_400(client, body, param):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model="auto", **body)
@@ -164,13 +212,15 @@ def test_other_routes_keep_their_validation_errors(api):
 def test_each_member_of_a_union_says_what_it_wanted(client):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": [{"text": "hi"}]}])
-    assert error.value.body["message"] == ("messages.0.content: Input should be a valid string (str); "
-                                           "Field required (list[ContentPart].0.type)")
+    assert error.value.body["message"] == (
+        "messages.0.content: Input should be a valid string (str); Field required (list[ContentPart].0.type)"
+    )
 
 
 def test_a_body_that_is_not_json_or_a_wrong_method_answers_in_openai_format(api):
-    broken = api.post("/v1/chat/completions", content=b'{"model": "auto", "messages": [', headers={
-        "content-type": "application/json"})
+    broken = api.post(
+        "/v1/chat/completions", content=b'{"model": "auto", "messages": [', headers={"content-type": "application/json"}
+    )
     assert broken.status_code == 400 and broken.json()["error"]["message"].startswith("the body is not valid JSON")
     wrong = api.get("/v1/chat/completions")
     assert wrong.status_code == 405 and wrong.json()["error"]["message"] == "Method Not Allowed"
@@ -178,9 +228,13 @@ def test_a_body_that_is_not_json_or_a_wrong_method_answers_in_openai_format(api)
 
 def test_a_replayed_refusal_and_a_text_part_without_text_are_read(client, start_worker, wire_servers):
     start_worker()
-    client.chat.completions.create(model="auto", messages=[
-        {"role": "user", "content": "Tell me a secret"},
-        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot share that."}]},
-        {"role": "user", "content": [{"type": "text", "text": None}, {"type": "text", "text": "Define entropy"}]}])
+    client.chat.completions.create(
+        model="auto",
+        messages=[
+            {"role": "user", "content": "Tell me a secret"},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot share that."}]},
+            {"role": "user", "content": [{"type": "text", "text": None}, {"type": "text", "text": "Define entropy"}]},
+        ],
+    )
     prompt = wire_servers["google"].requests[-1].body["contents"][-1]["parts"][0]["text"]
     assert "assistant: I cannot share that." in prompt and "Define entropy" in prompt

@@ -24,12 +24,23 @@ def _free_port() -> int:
 
 def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provider_env, tmp_path):
     api_port, flower_port = _free_port(), _free_port()
-    env = {**os.environ, "PORT": str(api_port), "FLOWER_PORT": str(flower_port), "ORCH_WORKER_CONCURRENCY": "4",
-           "FLOWER_UNAUTHENTICATED_API": "true",
-           "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PORT": str(api_port),
+        "FLOWER_PORT": str(flower_port),
+        "ORCH_WORKER_CONCURRENCY": "4",
+        "FLOWER_UNAUTHENTICATED_API": "true",
+        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
     log = tmp_path / "honcho.log"
-    honcho = subprocess.Popen(["honcho", "start", "-f", str(ROOT / "Procfile")], cwd=ROOT, env=env,
-                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    honcho = subprocess.Popen(
+        ["honcho", "start", "-f", str(ROOT / "Procfile")],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as client:
             deadline = time.monotonic() + 60
@@ -51,10 +62,12 @@ def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provide
         deadline = time.monotonic() + 30
         while True:
             try:
-                workers = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": 1},
-                                    timeout=5).json()
+                workers = httpx.get(
+                    f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": 1}, timeout=5
+                ).json()
                 if any(name.startswith("llm-") for name in workers) and any(
-                        name.startswith("preprocess-") for name in workers):
+                    name.startswith("preprocess-") for name in workers
+                ):
                     break
             except (httpx.TransportError, ValueError):
                 pass

@@ -85,8 +85,9 @@ def test_api_answers_503_while_redis_is_down_and_recovers_by_itself(provider_env
     get_settings.cache_clear()
     settings = get_settings()
     celery = Celery("outage-test")
-    celery.conf.update(celery_config(settings) | {"broker_connection_timeout": 1,
-                                                  "task_publish_retry_policy": {"max_retries": 1}})
+    celery.conf.update(
+        celery_config(settings) | {"broker_connection_timeout": 1, "task_publish_retry_policy": {"max_retries": 1}}
+    )
     client = TestClient(create_app(settings, celery))
     try:
         assert client.post("/v1/jobs", json={"request": QUESTION}).status_code == 202

@@ -41,8 +41,14 @@ def executor(settings, client):
 def record_for(settings, text=QUESTION, breakers: CircuitBreakers | None = None, **options) -> JobRecord:
     body = JobRequest(request=text, options=options)
     proposal = propose(body, settings, open_breakers=breakers.unavailable() if breakers else set())
-    return JobRecord(id=new_job_id(), status=JobStatus.running, queue="llm.simple", created_at=time.time(),
-                     input=JobInput(request=text, options=body.options), **proposal.model_dump())
+    return JobRecord(
+        id=new_job_id(),
+        status=JobStatus.running,
+        queue="llm.simple",
+        created_at=time.time(),
+        input=JobInput(request=text, options=body.options),
+        **proposal.model_dump(),
+    )
 
 
 def kinds(served_or_error) -> list[tuple[str, str | None]]:
@@ -160,8 +166,14 @@ def test_successes_are_tallied_and_never_close_a_breaker_that_opened_since(setti
     worker_a.success("gpt-4.1-nano")  # a second on: this writes the tally, gpt-4o's five included
     # older successes do not close it (after the 1 s cooldown it is due for a probe, still not closed)
     assert {s.model: s.state for s in worker_b.states()}["gpt-4o"] == "half_open"
-    assert sum(int(v) for f, v in client.hgetall(f"{settings.redis_prefix}breaker:gpt-4.1-nano:counts").items()
-               if f.startswith("o:")) == 1
+    assert (
+        sum(
+            int(v)
+            for f, v in client.hgetall(f"{settings.redis_prefix}breaker:gpt-4.1-nano:counts").items()
+            if f.startswith("o:")
+        )
+        == 1
+    )
 
 
 def test_a_success_while_the_breaker_is_open_closes_it_at_once(settings, client):

@@ -54,11 +54,18 @@ def calc():
 @pytest.fixture
 def services_env(repository, calc, monkeypatch) -> dict:
     services = {
-        "git": {"type": "stdio", "command": [sys.executable, "-m", "mcp_server_git"],
-                "args": ["--repository", str(repository)],
-                "capabilities": ["read", "search", "analyze", "write", "git", "commit", "repository"]},
-        "calc": {"type": "http", "url": calc.url, "capabilities": ["read", "analyze", "calculator", "sum"],
-                 "timeout_seconds": 5},
+        "git": {
+            "type": "stdio",
+            "command": [sys.executable, "-m", "mcp_server_git"],
+            "args": ["--repository", str(repository)],
+            "capabilities": ["read", "search", "analyze", "write", "git", "commit", "repository"],
+        },
+        "calc": {
+            "type": "http",
+            "url": calc.url,
+            "capabilities": ["read", "analyze", "calculator", "sum"],
+            "timeout_seconds": 5,
+        },
     }
     monkeypatch.setenv("ORCH_MCP_SERVICES", json.dumps(services))
     get_settings.cache_clear()
@@ -84,8 +91,10 @@ def echo_results(results) -> str:
 
 def test_a_git_question_is_answered_from_the_real_git_log_openai_format(running, wire_servers, repository):
     openai = wire_servers["openai"]
-    openai.push(Reply(tool_calls=[("git__git_log", {"repo_path": str(repository), "max_count": 5})]),
-                Reply(respond=echo_results))
+    openai.push(
+        Reply(tool_calls=[("git__git_log", {"repo_path": str(repository), "max_count": 5})]),
+        Reply(respond=echo_results),
+    )
     record = submit(running, GIT_QUESTION, "gpt-4o-mini")
 
     assert record["status"] == "succeeded", record
@@ -108,12 +117,15 @@ def test_a_git_question_is_answered_from_the_real_git_log_openai_format(running,
     assert 'orchestrator_service_calls_total{service="git"} 1.0' in running.get("/metrics").text
 
 
-def test_bad_arguments_never_reach_the_service_and_the_model_corrects_them_anthropic_format(running, wire_servers,
-                                                                                            calc):
+def test_bad_arguments_never_reach_the_service_and_the_model_corrects_them_anthropic_format(
+    running, wire_servers, calc
+):
     anthropic = wire_servers["anthropic"]
-    anthropic.push(Reply(tool_calls=[("calc__add", {"a": "forty", "b": 2})]),
-                   Reply(tool_calls=[("calc__add", {"a": 40, "b": 2})]),
-                   Reply(respond=echo_results))
+    anthropic.push(
+        Reply(tool_calls=[("calc__add", {"a": "forty", "b": 2})]),
+        Reply(tool_calls=[("calc__add", {"a": 40, "b": 2})]),
+        Reply(respond=echo_results),
+    )
     record = submit(running, "Use the calculator to add 40 and 2", "claude-3-5-haiku-20241022")
 
     assert record["status"] == "succeeded", record
@@ -122,8 +134,9 @@ def test_bad_arguments_never_reach_the_service_and_the_model_corrects_them_anthr
     assert record["result"].endswith("| 42")  # the model read the refusal, then the sum
     assert calc.counts["add"] == 1  # the malformed call never reached the server
     # the refusal went back to the model as an error tool_result
-    [refusal] = [block for block in anthropic.requests[1].body["messages"][-1]["content"]
-                 if block["type"] == "tool_result"]
+    [refusal] = [
+        block for block in anthropic.requests[1].body["messages"][-1]["content"] if block["type"] == "tool_result"
+    ]
     assert refusal["is_error"] is True
     assert running.get("/v1/metrics", params={"period": "5m"}).json()["service_errors"] == {"calc": 1}
 
@@ -136,8 +149,9 @@ def test_a_request_that_needs_no_service_is_offered_no_tools(running, wire_serve
 
 
 def test_a_tool_error_goes_back_to_the_model_and_the_job_still_succeeds(running, wire_servers):
-    wire_servers["openai"].push(Reply(tool_calls=[("calc__fail", {"message": "disk on fire"})]),
-                                Reply(respond=echo_results))
+    wire_servers["openai"].push(
+        Reply(tool_calls=[("calc__fail", {"message": "disk on fire"})]), Reply(respond=echo_results)
+    )
     record = submit(running, "Run the calculator's fail tool", "gpt-4o-mini")
     assert record["status"] == "succeeded"
     [call] = record["tool_calls"]
@@ -205,10 +219,12 @@ def test_a_host_reaches_downstream_tools_through_the_orchestrators_mcp_server(se
     async def main():
         async with Client(f"{str(api.base_url).rstrip('/')}/mcp") as client:
             listing = await client.call_tool("list_services", {})
-            good = await client.call_tool("call_service_tool", {"service": "calc", "tool": "add",
-                                                                "arguments": {"a": 2, "b": 3}})
-            bad = await client.call_tool("call_service_tool", {"service": "calc", "tool": "add",
-                                                               "arguments": {"a": "two"}})
+            good = await client.call_tool(
+                "call_service_tool", {"service": "calc", "tool": "add", "arguments": {"a": 2, "b": 3}}
+            )
+            bad = await client.call_tool(
+                "call_service_tool", {"service": "calc", "tool": "add", "arguments": {"a": "two"}}
+            )
             unknown = await client.call_tool("call_service_tool", {"service": "nope", "tool": "x"})
             return listing, good, bad, unknown
 
@@ -222,8 +238,9 @@ def test_a_host_reaches_downstream_tools_through_the_orchestrators_mcp_server(se
     assert unknown.is_error and "no service 'nope'" in unknown.content[0].text
 
 
-def test_the_step_limit_ends_a_model_that_keeps_calling_tools(services_env, monkeypatch, api, start_worker,
-                                                              wire_servers, calc):
+def test_the_step_limit_ends_a_model_that_keeps_calling_tools(
+    services_env, monkeypatch, api, start_worker, wire_servers, calc
+):
     monkeypatch.setenv("ORCH_MCP_CLIENT__MAX_TOOL_STEPS", "2")
     start_worker()
     wire_servers["openai"].set_model("gpt-4o-mini", Reply(tool_calls=[("calc__echo", {"text": "again"})]))

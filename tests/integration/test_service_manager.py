@@ -63,8 +63,11 @@ def repo(tmp_path) -> Path:
     path.mkdir()
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-C", str(path), "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(path), "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q")
     (path / "README.md").write_text("hello\n")
@@ -124,9 +127,10 @@ def test_time_over_stdio(managers):
 
 
 def test_http_answers_tool_errors_timeouts_and_cut_results(http_server, managers):
-    manager = managers({"wire": {"type": "http", "url": http_server.url, "capabilities": ["read"],
-                                 "timeout_seconds": 0.5}},
-                       mcp_client={"max_result_chars": 100})
+    manager = managers(
+        {"wire": {"type": "http", "url": http_server.url, "capabilities": ["read"], "timeout_seconds": 0.5}},
+        mcp_client={"max_result_chars": 100},
+    )
     assert manager.call("wire", "echo", {"text": "hello"}).text == "hello"
     assert manager.call("wire", "add", {"a": 2, "b": 3}).text == "5"
 
@@ -158,8 +162,10 @@ def test_tool_list_is_cached_and_refreshed_when_the_server_says_it_changed(http_
 
 
 def test_tool_list_is_listed_again_after_its_ttl(http_server, managers):
-    manager = managers({"wire": {"type": "http", "url": http_server.url, "capabilities": ["read"]}},
-                       mcp_client={"tools_ttl_seconds": 0.2})
+    manager = managers(
+        {"wire": {"type": "http", "url": http_server.url, "capabilities": ["read"]}},
+        mcp_client={"tools_ttl_seconds": 0.2},
+    )
     manager.tools("wire")
     manager.tools("wire")
     assert http_server.counts["tools/list"] == 1
@@ -200,11 +206,13 @@ def test_an_http_server_that_restarted_gets_a_new_session(managers):
 
 
 def test_a_service_that_cannot_start_is_reported_while_the_others_work(managers):
-    manager = managers({
-        "broken": {"type": "stdio", "command": ["/nonexistent/mcp-server"], "capabilities": ["read"]},
-        "off": time_service(enabled=False),
-        "time": time_service(),
-    })
+    manager = managers(
+        {
+            "broken": {"type": "stdio", "command": ["/nonexistent/mcp-server"], "capabilities": ["read"]},
+            "off": time_service(enabled=False),
+            "time": time_service(),
+        }
+    )
     tools, errors = manager.catalog()
     assert set(tools) == {"time"} and set(errors) == {"broken", "off"}
     assert "No such file" in errors["broken"] and "disabled" in errors["off"]
@@ -221,9 +229,16 @@ def test_a_service_that_cannot_start_is_reported_while_the_others_work(managers)
 
 
 def test_a_server_that_never_initialises_fails_after_the_connect_timeout(managers):
-    manager = managers({"mute": {"type": "stdio", "command": [sys.executable, "-c", "import time; time.sleep(60)"],
-                                 "capabilities": ["read"]}},
-                       mcp_client={"connect_timeout_seconds": 0.3})
+    manager = managers(
+        {
+            "mute": {
+                "type": "stdio",
+                "command": [sys.executable, "-c", "import time; time.sleep(60)"],
+                "capabilities": ["read"],
+            }
+        },
+        mcp_client={"connect_timeout_seconds": 0.3},
+    )
     result = manager.call("mute", "anything", {})
     assert result.outcome == "unavailable" and "not initialised within 0.3s" in result.text
     assert result.duration_ms < 10_000  # the deadline, then the SDK's bounded shutdown of the silent process
@@ -231,8 +246,11 @@ def test_a_server_that_never_initialises_fails_after_the_connect_timeout(manager
 
 
 def test_repeated_start_failures_open_the_breaker(redis_env, managers):
-    manager = managers({"broken": {"type": "stdio", "command": ["/nonexistent/mcp-server"], "capabilities": ["read"]}},
-                       breakers=True, resilience={"breaker_failure_threshold": 2})
+    manager = managers(
+        {"broken": {"type": "stdio", "command": ["/nonexistent/mcp-server"], "capabilities": ["read"]}},
+        breakers=True,
+        resilience={"breaker_failure_threshold": 2},
+    )
     outcomes = [manager.call("broken", "anything", {}).outcome for _ in range(3)]
     assert outcomes == ["unavailable", "unavailable", "breaker_open"]
     [state] = manager.states()

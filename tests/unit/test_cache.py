@@ -3,8 +3,9 @@ from shared.providers.base import Message, ProviderRequest
 
 
 def request(**fields) -> ProviderRequest:
-    return ProviderRequest(model="gpt-4o-mini", system="Be brief.", messages=[Message(role="user", content="Hi")],
-                           **fields)
+    return ProviderRequest(
+        model="gpt-4o-mini", system="Be brief.", messages=[Message(role="user", content="Hi")], **fields
+    )
 
 
 def test_stop_sequences_are_part_of_the_key():

@@ -117,8 +117,14 @@ SIZES = [(10_000, 200, 500, 50_000), (2_000, 100, 300, 8_000), (300, 40, 100, 1_
 
 
 def _check(
-    text: str, chunks: list[Chunk], chunk_size: int, overlap: int, min_chunk: int, max_chunk: int,
-    *, replacement_ok: bool = False,
+    text: str,
+    chunks: list[Chunk],
+    chunk_size: int,
+    overlap: int,
+    min_chunk: int,
+    max_chunk: int,
+    *,
+    replacement_ok: bool = False,
 ) -> int:
     """Every invariant of a chunking of `text`; returns how many overlaps a character-boundary snap changed."""
     data = text.encode("utf-8")
@@ -260,17 +266,20 @@ def test_a_short_last_chunk_is_merged_into_the_previous_one():
         if 0 < n % size < 300:
             chunk_size = size
             break
-    unmerged = chunk_text(text, chunk_size=chunk_size, overlap=overlap, min_chunk=1, boundary_window=0,
-                          max_chunk=chunk_size)
-    merged = chunk_text(text, chunk_size=chunk_size, overlap=overlap, min_chunk=300, boundary_window=0,
-                        max_chunk=2 * chunk_size)
+    unmerged = chunk_text(
+        text, chunk_size=chunk_size, overlap=overlap, min_chunk=1, boundary_window=0, max_chunk=chunk_size
+    )
+    merged = chunk_text(
+        text, chunk_size=chunk_size, overlap=overlap, min_chunk=300, boundary_window=0, max_chunk=2 * chunk_size
+    )
     assert unmerged[-1].tokens < 300
     assert len(merged) == len(unmerged) - 1
     assert merged[-1].start_token == unmerged[-2].start_token
     assert merged[-1].tokens == unmerged[-2].tokens + unmerged[-1].tokens
     # not merged when the result would exceed max_chunk
-    capped = chunk_text(text, chunk_size=chunk_size, overlap=overlap, min_chunk=300, boundary_window=0,
-                        max_chunk=chunk_size + 1)
+    capped = chunk_text(
+        text, chunk_size=chunk_size, overlap=overlap, min_chunk=300, boundary_window=0, max_chunk=chunk_size + 1
+    )
     assert [c.tokens for c in capped] == [c.tokens for c in unmerged]
 
 
@@ -288,8 +297,12 @@ def test_empty_short_and_exact_sizes():
     assert chunk_text("hello world") == [Chunk(0, 0, 2, 0, 11, 0, 11)]
     text = "東京 🚀 café"
     (only,) = chunk_text(text)
-    assert (only.start_char, only.end_char, only.end_byte, only.tokens) == (0, len(text), len(text.encode()),
-                                                                            len(ENC.encode_ordinary(text)))
+    assert (only.start_char, only.end_char, only.end_byte, only.tokens) == (
+        0,
+        len(text),
+        len(text.encode()),
+        len(ENC.encode_ordinary(text)),
+    )
     # a text of exactly chunk_size tokens is one chunk; one token more makes two
     words = " word" * 1000
     assert len(ENC.encode_ordinary(words)) == 1000
@@ -333,8 +346,7 @@ def test_bad_arguments_raise_value_error(kwargs, message):
 def test_chunks_for_uses_the_settings():
     text = CORPORA["code"]
     settings = ChunkingSettings(default_chunk_size=3000, overlap_size=150, min_chunk_size=400, max_chunk_size=9000)
-    assert chunks_for(text, settings) == chunk_text(text, chunk_size=3000, overlap=150, min_chunk=400,
-                                                    max_chunk=9000)
+    assert chunks_for(text, settings) == chunk_text(text, chunk_size=3000, overlap=150, min_chunk=400, max_chunk=9000)
     assert chunks_for(text, ChunkingSettings()) == chunk_text(text)
     with pytest.raises(ValueError, match="min_chunk_size <= default_chunk_size"):
         ChunkingSettings(default_chunk_size=400)  # inconsistent settings fail when loaded, not when first used
@@ -344,7 +356,8 @@ def test_chunks_for_uses_the_settings():
 def test_parallel_tokenization_equals_one_encode(monkeypatch, encoding_name):
     enc = encoding(encoding_name)
     tricky = "".join(
-        f"{prefix}\n{word}" for prefix in ["", " ", "  ", ".", "./", "\r", " \n", "x", "1", "'", "\t"]
+        f"{prefix}\n{word}"
+        for prefix in ["", " ", "  ", ".", "./", "\r", " \n", "x", "1", "'", "\t"]
         for word in ["a", "Word", "_x", "1", "東", "é", "s", "'s", "/", " y", "\n"]
     )
     monkeypatch.setattr(chunking, "PARALLEL_MIN_CHARS", 1)

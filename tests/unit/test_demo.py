@@ -33,8 +33,9 @@ def test_demo_figures_come_from_catalog_prices_and_real_token_counts():
 
 def test_demo_runs_with_no_key_and_no_redis():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k != "ORCH_REDIS_URL"}
-    done = subprocess.run([sys.executable, "-m", "api.cli", "demo"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "WITHOUT orchestrator:" in done.stdout and "WITH orchestrator:" in done.stdout
     assert "Savings:" in done.stdout and "document" in done.stdout

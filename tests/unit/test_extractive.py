@@ -6,8 +6,10 @@ from shared.extractive import SEPARATOR, chunk_stats, query_terms, select, split
 from shared.settings import load_settings
 from shared.tokens import count_tokens
 
-WORDS = ("alpha beta gamma delta epsilon zeta theta iota kappa lambda omicron sigma tau upsilon phi chi psi omega "
-         "river mountain forest valley ocean desert island glacier canyon meadow").split()
+WORDS = (
+    "alpha beta gamma delta epsilon zeta theta iota kappa lambda omicron sigma tau upsilon phi chi psi omega "
+    "river mountain forest valley ocean desert island glacier canyon meadow"
+).split()
 
 
 def filler(rng: random.Random, paragraphs: int) -> list[str]:
@@ -17,8 +19,10 @@ def filler(rng: random.Random, paragraphs: int) -> list[str]:
 def document_with_needles(seed: int = 1) -> tuple[str, list[str]]:
     rng = random.Random(seed)
     paragraphs = filler(rng, 400)
-    needles = [f"The vault code for the {colour} lighthouse is {rng.randint(1000, 9999)}."
-               for colour in ("crimson", "amber", "cobalt", "violet")]
+    needles = [
+        f"The vault code for the {colour} lighthouse is {rng.randint(1000, 9999)}."
+        for colour in ("crimson", "amber", "cobalt", "violet")
+    ]
     for needle in needles:
         paragraphs.insert(rng.randrange(len(paragraphs)), needle)
     return "\n\n".join(paragraphs), needles
@@ -53,12 +57,12 @@ def test_selection_finds_the_needle_keeps_order_and_fits_the_budget():
     query = "What is the vault code for the cobalt lighthouse?"
     stats = stats_of(text, query)
     chosen = select(stats, query_terms(query), budget=600)
-    kept = [data[p.start_byte:p.end_byte].decode() for p in chosen]
+    kept = [data[p.start_byte : p.end_byte].decode() for p in chosen]
     assert any(needles[2] in passage for passage in kept)
     assert [p.start_byte for p in chosen] == sorted(p.start_byte for p in chosen)
     assert sum(p.tokens for p in chosen) + len(chosen) * count_tokens(SEPARATOR) <= 600
     best = max(chosen, key=lambda p: p.score)
-    assert needles[2] in data[best.start_byte:best.end_byte].decode()
+    assert needles[2] in data[best.start_byte : best.end_byte].decode()
 
 
 def test_without_query_terms_the_selection_spreads_over_the_document():
@@ -85,12 +89,13 @@ def test_semantic_selection_covers_every_topic():
         "astronomy": "star galaxy nebula telescope orbit planet comet quasar",
     }
     rng = random.Random(3)
-    paragraphs = [" ".join(rng.choice(words.split()) for _ in range(60)) + "."
-                  for words in topics.values() for _ in range(12)]
+    paragraphs = [
+        " ".join(rng.choice(words.split()) for _ in range(60)) + "." for words in topics.values() for _ in range(12)
+    ]
     text = "\n\n".join(paragraphs)
     stats = [chunk_stats(0, text, 0, [])]
     chosen = select(stats, [], budget=400, by_topic=True)
-    kept = " ".join(text.encode()[p.start_byte:p.end_byte].decode() for p in chosen)
+    kept = " ".join(text.encode()[p.start_byte : p.end_byte].decode() for p in chosen)
     assert all(any(word in kept for word in words.split()) for words in topics.values())
 
 
@@ -111,8 +116,14 @@ def test_preprocessing_worst_case_covers_every_chunk_summary():
     from shared.compression import Preprocessing, preprocessing_worst_case_usd, summary_tokens_per_chunk
 
     settings = load_settings()
-    work = Preprocessing(document_id="d" * 64, strategy=Strategy.hierarchical, query="q", budget=20_000,
-                         cache_key="k", llm_chain=["gemini-2.0-flash", "gpt-4.1-nano"])
+    work = Preprocessing(
+        document_id="d" * 64,
+        strategy=Strategy.hierarchical,
+        query="q",
+        budget=20_000,
+        cache_key="k",
+        llm_chain=["gemini-2.0-flash", "gpt-4.1-nano"],
+    )
     cost = preprocessing_worst_case_usd(work, 1_000_000, settings)
     chunks = -(-1_000_000 // 9_800)
     floor = (1_000_000 * 0.10 + chunks * summary_tokens_per_chunk(20_000, chunks) * 0.40) / 1e6

@@ -28,8 +28,11 @@ def test_context_rendering_is_flat_and_compact():
 
 
 def test_system_prompts_differ_per_intent_and_tier():
-    prompts = {system_prompt(i, t) for i in ["read", "write", "search", "analyze", "manage"]
-               for t in ["simple", "moderate", "complex"]}
+    prompts = {
+        system_prompt(i, t)
+        for i in ["read", "write", "search", "analyze", "manage"]
+        for t in ["simple", "moderate", "complex"]
+    }
     assert len(prompts) == 15
     assert all(count_tokens(p) < 30 for p in prompts)
 

@@ -8,24 +8,49 @@ from shared.services.models import ServiceTool, function_name
 from shared.services.selection import select_services
 from shared.settings import ConfigError, load_settings
 
-GIT_TOOLS = ["git_status", "git_diff_unstaged", "git_diff_staged", "git_diff", "git_commit", "git_add", "git_reset",
-             "git_log", "git_create_branch", "git_checkout", "git_show", "git_branch"]
-SCHEMA = {"type": "object", "properties": {"repo_path": {"type": "string", "description": "Path to the repository"},
-                                           "max_count": {"type": "integer"}}, "required": ["repo_path"]}
+GIT_TOOLS = [
+    "git_status",
+    "git_diff_unstaged",
+    "git_diff_staged",
+    "git_diff",
+    "git_commit",
+    "git_add",
+    "git_reset",
+    "git_log",
+    "git_create_branch",
+    "git_checkout",
+    "git_show",
+    "git_branch",
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "repo_path": {"type": "string", "description": "Path to the repository"},
+        "max_count": {"type": "integer"},
+    },
+    "required": ["repo_path"],
+}
 
 SERVICES = {
-    "git": McpService(type="stdio", command=["mcp-server-git"],
-                      capabilities=["read", "search", "analyze", "write", "git", "commit", "repository"]),
+    "git": McpService(
+        type="stdio",
+        command=["mcp-server-git"],
+        capabilities=["read", "search", "analyze", "write", "git", "commit", "repository"],
+    ),
     "time": McpService(type="stdio", command="python -m mcp_server_time", capabilities=["read", "time", "timezone"]),
     "tickets": McpService(type="http", url="http://127.0.0.1:1/mcp", capabilities=["write", "manage", "ticket"]),
 }
 CATALOG = {
-    "git": [ServiceTool(service="git", name=name, description=f"Runs {name}", input_schema=SCHEMA)
-            for name in GIT_TOOLS],
-    "time": [ServiceTool(service="time", name=name, input_schema=SCHEMA)
-             for name in ("get_current_time", "convert_time")],
-    "tickets": [ServiceTool(service="tickets", name=name, input_schema=SCHEMA)
-                for name in ("create_ticket", "close_ticket", "list_tickets")],
+    "git": [
+        ServiceTool(service="git", name=name, description=f"Runs {name}", input_schema=SCHEMA) for name in GIT_TOOLS
+    ],
+    "time": [
+        ServiceTool(service="time", name=name, input_schema=SCHEMA) for name in ("get_current_time", "convert_time")
+    ],
+    "tickets": [
+        ServiceTool(service="tickets", name=name, input_schema=SCHEMA)
+        for name in ("create_ticket", "close_ticket", "list_tickets")
+    ],
 }
 
 
@@ -81,12 +106,15 @@ def test_function_names_are_unique_and_within_provider_rules():
     assert len(function_name("s" * 40, "t" * 40)) == 64
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"type": "stdio", "capabilities": ["read"]}, "mcp_services.git: command: required for a stdio service"),
-    ({"type": "http", "capabilities": ["read"]}, "mcp_services.git: url: required for an http service"),
-    ({"type": "stdio", "command": ["x"], "capabilities": []}, "mcp_services.git.capabilities"),
-    ({"type": "pipe", "command": ["x"], "capabilities": ["read"]}, "mcp_services.git.type"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"type": "stdio", "capabilities": ["read"]}, "mcp_services.git: command: required for a stdio service"),
+        ({"type": "http", "capabilities": ["read"]}, "mcp_services.git: url: required for an http service"),
+        ({"type": "stdio", "command": ["x"], "capabilities": []}, "mcp_services.git.capabilities"),
+        ({"type": "pipe", "command": ["x"], "capabilities": ["read"]}, "mcp_services.git.type"),
+    ],
+)
 def test_a_bad_registry_entry_names_the_service_and_the_field(entry, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_settings(mcp_services={"git": entry})

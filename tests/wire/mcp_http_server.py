@@ -36,8 +36,9 @@ class CountingServer(MCPServer):
         self.counts["tools/list"] += 1
         return await super().list_tools()
 
-    async def call_tool(self, name: str, arguments: dict[str, Any],
-                        context: Context | None = None) -> types.CallToolResult | types.InputRequiredResult:
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> types.CallToolResult | types.InputRequiredResult:
         self.counts[name] += 1
         return await super().call_tool(name, arguments, context)
 

@@ -486,8 +486,11 @@ class OpenAIWireServer(WireServer):
             if answer.tool_calls:
                 message["content"] = answer.text or None  # the API sends null content with tool calls
                 message["tool_calls"] = [
-                    {"id": self._next_id("call_wire"), "type": "function",
-                     "function": {"name": name, "arguments": _arguments_json(args)}}
+                    {
+                        "id": self._next_id("call_wire"),
+                        "type": "function",
+                        "function": {"name": name, "arguments": _arguments_json(args)},
+                    }
                     for name, args in answer.tool_calls
                 ]
             payload: dict[str, Any] = {
@@ -520,11 +523,14 @@ class OpenAIWireServer(WireServer):
         messages = _dicts(messages)
         names = {
             call.get("id"): (call.get("function") or {}).get("name")
-            for m in messages if m.get("role") == "assistant" for call in _dicts(m.get("tool_calls"))
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in _dicts(m.get("tool_calls"))
         }
         return [
             ToolResult(m.get("tool_call_id"), names.get(m.get("tool_call_id")), " ".join(_texts(m.get("content"))))
-            for m in messages if m.get("role") == "tool"
+            for m in messages
+            if m.get("role") == "tool"
         ]
 
     @classmethod
@@ -549,8 +555,14 @@ class OpenAIWireServer(WireServer):
         yield _sse_data(chunk({}, cls._finish(answer)))
         if usage is not None:
             yield _sse_data(
-                {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                 "usage": usage}
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
             )
         yield "data: [DONE]\n\n"
 
@@ -622,9 +634,14 @@ class AnthropicWireServer(WireServer):
         blocks = [block for m in _dicts(messages) for block in _dicts(m.get("content"))]
         names = {block.get("id"): block.get("name") for block in blocks if block.get("type") == "tool_use"}
         return [
-            ToolResult(block.get("tool_use_id"), names.get(block.get("tool_use_id")),
-                       " ".join(_texts(block.get("content"))), bool(block.get("is_error")))
-            for block in blocks if block.get("type") == "tool_result"
+            ToolResult(
+                block.get("tool_use_id"),
+                names.get(block.get("tool_use_id")),
+                " ".join(_texts(block.get("content"))),
+                bool(block.get("is_error")),
+            )
+            for block in blocks
+            if block.get("type") == "tool_result"
         ]
 
     @classmethod
@@ -643,7 +660,8 @@ class AnthropicWireServer(WireServer):
             )
         yield _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
         final: dict[str, Any] = {
-            "type": "message_delta", "delta": {"stop_reason": cls._finish(answer), "stop_sequence": None}
+            "type": "message_delta",
+            "delta": {"stop_reason": cls._finish(answer), "stop_sequence": None},
         }
         if answer.output_tokens is not None:
             final["usage"] = {"output_tokens": answer.output_tokens}
@@ -714,8 +732,12 @@ class GeminiWireServer(WireServer):
             usage["thoughtsTokenCount"] = words(self.thinking)
         response_id = self._next_id("wire-")
         if self.blocked:
-            refusal = {"promptFeedback": {"blockReason": self.blocked}, "modelVersion": model,
-                       "responseId": response_id, "usageMetadata": {"promptTokenCount": answer.input_tokens or 0}}
+            refusal = {
+                "promptFeedback": {"blockReason": self.blocked},
+                "modelVersion": model,
+                "responseId": response_id,
+                "usageMetadata": {"promptTokenCount": answer.input_tokens or 0},
+            }
             if match["method"] == "generateContent":
                 return ex.json(200, refusal)
             return ex.sse(iter([f"data: {json.dumps(refusal)}\r\n\r\n"]))
@@ -767,17 +789,21 @@ class GeminiWireServer(WireServer):
             payload["usageMetadata"] = usage
         return payload
 
-    def _stream(
-        self, answer: Answer, usage: dict[str, int] | None, model: str, response_id: str
-    ) -> Iterator[str]:
+    def _stream(self, answer: Answer, usage: dict[str, int] | None, model: str, response_id: str) -> Iterator[str]:
         deltas = answer.deltas or [""]
         # Like the real API: every chunk has the prompt count, the last one the full usage and the finish reason.
         partial = None if usage is None else {"promptTokenCount": usage["promptTokenCount"]}
         finish = self._finish(answer)
         for i, delta in enumerate(deltas):
             last = i == len(deltas) - 1
-            chunk = self._chunk(delta, finish if last else None, usage if last else partial, model, response_id,
-                                thought=self.thinking if i == 0 else "")
+            chunk = self._chunk(
+                delta,
+                finish if last else None,
+                usage if last else partial,
+                model,
+                response_id,
+                thought=self.thinking if i == 0 else "",
+            )
             yield f"data: {json.dumps(chunk)}\r\n\r\n"
 
 
