@@ -9,12 +9,11 @@ from celery import Celery
 from pydantic import BaseModel, Field, ValidationError
 
 from api.submission import JobRequest, NoProviderConfigured, ToolCatalog, UnknownDocument, propose, submit
-from shared.analysis import RequestOptions
 from shared.auth import ApiKey, BudgetExhausted
 from shared.batches import BatchItem
 from shared.breaker import CircuitBreakers
 from shared.jobs import JobStore
-from shared.routing import PlanningError
+from shared.routing import PlanningError, RequestOptions
 from shared.settings import Settings
 
 

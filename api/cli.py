@@ -20,6 +20,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from api.router_cli import add_router_commands
 from shared.heap import freeze_startup_heap
 from shared.settings import ConfigError, Settings, get_settings
 
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--max-cost", type=float, help="maximum estimated cost in USD")
         command.add_argument("--max-tokens", type=int, help="maximum output tokens")
+        command.add_argument(
+            "--quality-target", type=float, help="share of the strongest tier's quality to keep (default 0.95)"
+        )
         command.add_argument("--document", type=Path, help="a text file the request is about")
         command.add_argument(
             "--strategy",
@@ -114,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     mcp = commands.add_parser("mcp", help="the MCP server over stdio (for Claude Desktop, Claude Code, IDEs)")
     mcp.set_defaults(handler=_mcp)
 
+    add_router_commands(commands)
+
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
     worker.add_argument(
         "--queues",
@@ -140,6 +146,7 @@ def _job_request(args: argparse.Namespace, text: str) -> Any:
             "preferred_models": args.preferred_models,
             "max_cost": args.max_cost,
             "max_tokens": args.max_tokens,
+            "quality_target": args.quality_target,
             "strategy": args.strategy,
         },
     )
@@ -149,8 +156,14 @@ def _summary(proposal: Any) -> dict[str, Any]:
     analysis, plan = proposal.analysis, proposal.plan
     return {
         "intent": analysis.intent,
+        "skill": analysis.skill,
+        "skill_evidence": analysis.skill_evidence,
         "tier": analysis.tier,
         "complexity_score": analysis.complexity_score,
+        "difficulty_evidence": analysis.difficulty_evidence,
+        "quality_target": analysis.decision.quality_target,
+        "thresholds": analysis.decision.thresholds,
+        "tier_reason": analysis.decision.reason,
         "model": plan.model,
         "fallbacks": plan.fallbacks,
         "estimated_tokens": plan.estimated_input_tokens + plan.estimated_output_tokens,
@@ -241,7 +254,13 @@ def _print_proposal(proposal: Any) -> None:
     tokens = proposal.analysis.tokens
     rows = [
         ("intent", f"{summary['intent']}"),
-        ("complexity", f"{summary['tier']} (score {summary['complexity_score']:.2f})"),
+        ("skill", f"{summary['skill']} ({', '.join(summary['skill_evidence'])})"),
+        (
+            "difficulty",
+            f"{summary['complexity_score']:.3f}"
+            + (f" ({', '.join(summary['difficulty_evidence'])})" if summary["difficulty_evidence"] else ""),
+        ),
+        ("tier", f"{summary['tier']}: {summary['tier_reason']}"),
         ("tokens", f"request {tokens.request}, context {tokens.context}, document {tokens.document}"),
         (
             "model",

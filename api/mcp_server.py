@@ -31,13 +31,12 @@ from api.submission import (
     propose,
     submit,
 )
-from shared.analysis import RequestOptions
 from shared.auth import ApiKey, BudgetExhausted, KeyStore
 from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
 from shared.prompts import system_prompt, user_prompt
 from shared.providers.base import StopReason, stop_reason
-from shared.routing import PlanningError
+from shared.routing import PlanningError, RequestOptions
 from shared.services.manager import ServiceManager
 from shared.services.models import ServiceState, ToolResult
 from shared.services.toolbox import gateway_call

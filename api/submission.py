@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from celery import Celery
 from pydantic import BaseModel, Field, model_validator
 
-from shared.analysis import Analysis, RequestOptions, analyze
 from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
 from shared.breaker import CircuitBreakers
 from shared.compression import (
@@ -25,7 +24,7 @@ from shared.compression import (
 from shared.documents import DocumentInfo, DocumentStore
 from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, JobStore, new_job_id
 from shared.metrics import MetricsRecorder, RequestOutcome
-from shared.routing import Constraints, Plan, PlanningError, plan
+from shared.routing import Analysis, Constraints, Plan, PlanningError, RequestOptions, analyze, plan
 from shared.services.models import ServiceTool
 from shared.services.selection import ServiceSelection, select_services
 from shared.settings import Settings

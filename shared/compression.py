@@ -22,10 +22,10 @@ from enum import StrEnum
 import redis
 from pydantic import BaseModel
 
-from shared.analysis import Analysis, Intent
 from shared.execution import Executor, Served
 from shared.extractive import SEPARATOR, ChunkStats, query_terms, select
 from shared.providers import Message, ProviderRequest
+from shared.routing import Analysis, Intent
 from shared.settings import Settings, Tier
 from shared.store import key
 from shared.tokens import count_tokens

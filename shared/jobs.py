@@ -19,10 +19,9 @@ import redis
 from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
-from shared.analysis import Analysis, RequestOptions
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
 from shared.providers.base import StopReason
-from shared.routing import Plan
+from shared.routing import Analysis, Plan, RequestOptions
 from shared.services.models import ToolCallRecord
 from shared.services.selection import ServiceSelection
 from shared.settings import Settings

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.analysis import Intent
+    from shared.routing.intent import Intent
     from shared.settings import Tier
 
 _INTENT_LINES = {

@@ -117,6 +117,19 @@ class Resilience(BaseModel):
     breaker_cooldown_seconds: float = Field(30.0, gt=0, description="Open time before a single probe is let through.")
 
 
+class RoutingSettings(BaseModel):
+    quality_target: float = Field(
+        0.95,
+        ge=0.5,
+        le=1.0,
+        description="Share of the strong tier's quality to keep; each request goes to the cheapest tier whose "
+        "difficulty threshold at this target admits it.",
+    )
+    model_dir: Path | None = Field(
+        None, description="A difficulty model written by `orchestrator router train --out`; unset: the shipped one."
+    )
+
+
 class ResponseCache(BaseModel):
     enabled: bool = True
     ttl_seconds: int = Field(3600, gt=0)
@@ -173,6 +186,7 @@ class Settings(BaseSettings):
     document_processing: DocumentProcessing = DocumentProcessing()
     auth: AuthSettings = AuthSettings()
     resilience: Resilience = Resilience()
+    routing: RoutingSettings = RoutingSettings()
     response_cache: ResponseCache = ResponseCache()
     mcp_services: dict[str, McpService] = Field({}, description="Downstream MCP servers (config/services.yaml).")
     mcp_client: McpClientSettings = McpClientSettings()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from shared.analysis import Analysis, RequestOptions
 from shared.prompts import system_prompt
+from shared.routing.analysis import Analysis, RequestOptions
 from shared.settings import ModelSpec, Settings, Tier
 from shared.tokens import count_tokens
 

@@ -12,7 +12,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from shared.analysis import Intent
+from shared.routing.intent import Intent
 from shared.services.config import McpService
 from shared.services.models import ServiceTool
 

@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from shared.analysis import RequestOptions, analyze  # noqa: E402
-from shared.routing import Constraints, plan  # noqa: E402
+from shared.routing import Constraints, RequestOptions, analyze, plan  # noqa: E402  # noqa: E402
 from shared.settings import load_settings  # noqa: E402
 
 OPENERS = [

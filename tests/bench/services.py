@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from support import ROOT  # noqa: F401 - puts the project on the import path
 
-from shared.analysis import analyze
+from shared.routing import analyze
 from shared.services.manager import ServiceManager
 from shared.services.selection import select_services
 from shared.services.toolbox import gateway_call

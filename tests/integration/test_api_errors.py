@@ -15,8 +15,9 @@ def test_analyze_returns_analysis_and_plan(api):
     response = api.post("/v1/analyze", json={"request": "Refactor the authentication module"})
     assert response.status_code == 200
     body = response.json()
-    assert body["analysis"]["intent"] == "write" and body["analysis"]["tier"] == "moderate"
-    assert body["plan"]["model"] == "gpt-4o-mini"
+    assert body["analysis"]["intent"] == "write" and body["analysis"]["skill"] == "code"
+    assert body["analysis"]["tier"] == "complex" and body["plan"]["model"] == "gpt-4.1"
+    assert body["analysis"]["decision"]["quality_target"] == 0.95
     assert body["plan"]["baseline"]["cost_usd"] > body["plan"]["estimated_cost_usd"] > 0
 
 

@@ -19,7 +19,7 @@ from shared.settings import get_settings
 from tests.integration.conftest import poll
 from tests.wire.servers import Fail
 
-QUESTION = "What is the capital of France?"
+QUESTION = "What is a noun?"
 
 
 @pytest.fixture

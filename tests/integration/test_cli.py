@@ -24,12 +24,12 @@ def orchestrator(*args: str, env: dict[str, str] | None = None, timeout: float =
 
 
 def test_run_in_embedded_mode_goes_through_queue_worker_and_provider(provider_env, wire_servers, tmp_path):
-    done = orchestrator("run", "What is the capital of France?", "--json", env={"ORCH_DATA_DIR": str(tmp_path)})
+    done = orchestrator("run", "What is a noun?", "--json", env={"ORCH_DATA_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "succeeded"
     assert record["model_used"] == "gemini-2.0-flash"
-    assert record["result"] == "[gemini-2.0-flash] What is the capital of France?"
+    assert record["result"] == "[gemini-2.0-flash] What is a noun?"
     assert record["cost_usd"] > 0 and record["savings_pct"] > 90
     assert "embedded Redis at redis://127.0.0.1:" in done.stderr
     assert (tmp_path / "valkey" / "appendonly.aof").exists() or (tmp_path / "valkey" / "appendonlydir").exists()
@@ -39,7 +39,7 @@ def test_run_in_embedded_mode_goes_through_queue_worker_and_provider(provider_en
 def test_run_without_a_key_prints_the_plan_and_names_the_variables(tmp_path):
     done = orchestrator("run", "Restart the nginx service on staging", env={"ORCH_DATA_DIR": str(tmp_path)})
     assert done.returncode == 2
-    assert "manage" in done.stdout and "gemini-2.0-flash" in done.stdout and "baseline" in done.stdout
+    assert "manage" in done.stdout and "gpt-4o-mini" in done.stdout and "baseline" in done.stdout
     message = " ".join(done.stderr.split())
     assert "No provider key is configured" in message
     for variable in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY", "OPENAI_BASE_URL"):
@@ -50,13 +50,14 @@ def test_analyze_json_and_jsonl(tmp_path):
     done = orchestrator("analyze", "--json", "Find all occurrences of TODO in the repository")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert (out["intent"], out["tier"], out["model"]) == ("search", "simple", "gemini-2.0-flash")
+    assert (out["intent"], out["tier"], out["model"]) == ("search", "moderate", "gpt-4o-mini")
+    assert out["skill"] == "factual" and out["quality_target"] == 0.95 and "moderate" in out["tier_reason"]
     assert out["baseline_cost_usd"] > out["estimated_cost_usd"] > 0
-    assert out["analysis"]["features"]["request_tokens"] == out["analysis"]["tokens"]["request"]
+    assert out["analysis"]["features"]["words"] > 0 and out["analysis"]["tokens"]["request"] == 8
 
     lines = tmp_path / "requests.jsonl"
     lines.write_text(
-        '{"request": "What is 2+2?"}\n'
+        '{"request": "What is a noun?"}\n'
         "not json\n"
         '{"request": "Deploy the app", "options": {"preferred_models": ["gpt-4o"]}}\n'
     )

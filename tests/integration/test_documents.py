@@ -82,7 +82,7 @@ def test_a_small_document_is_sent_whole(api, start_worker, wire_servers):
     start_worker()
     text = "Clause 7: either party may terminate with 30 days notice.\n\nClause 8: governing law is Ontario."
     record = poll(
-        api, api.post("/v1/jobs", json={"request": "Find the termination clause", "document": text}).json()["id"]
+        api, api.post("/v1/jobs", json={"request": "Summarize the termination clause", "document": text}).json()["id"]
     )
     assert record["status"] == "succeeded"
     assert record["document"]["strategy"] is None

@@ -13,7 +13,7 @@ from tests.integration.conftest import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = {"orchestrate", "analyze_request", "get_metrics", "submit_job", "get_job", "cancel_job"}
-QUESTION = "What is the capital of France?"
+QUESTION = "What is a noun?"
 
 
 def mcp_url(api) -> str:

@@ -126,14 +126,14 @@ def test_a_job_is_counted_once_and_buckets_expire(recorder):
 def test_finishing_a_job_counts_it_in_the_same_step_and_only_once(recorder):
     settings, client, metrics = recorder
     store = JobStore(settings, client)
-    proposal = propose(JobRequest(request="What is the capital of France?"), settings, require_keys=False)
+    proposal = propose(JobRequest(request="What is a noun?"), settings, require_keys=False)
     records = [
         JobRecord(
             id=new_job_id(),
             status=JobStatus.running,
             queue="llm.simple",
             created_at=time.time(),
-            input=JobInput(request="What is the capital of France?"),
+            input=JobInput(request="What is a noun?"),
             **proposal.model_dump(),
         )
         for _ in range(2)
@@ -163,7 +163,7 @@ def test_recording_never_raises_when_redis_is_unreachable(redis_env):
 
 def test_http_endpoint_cli_and_prometheus_report_a_real_job(api, start_worker, redis_env):
     start_worker()
-    job = poll(api, api.post("/v1/jobs", json={"request": "What is the capital of France?"}).json()["id"])
+    job = poll(api, api.post("/v1/jobs", json={"request": "What is a noun?"}).json()["id"])
     assert job["status"] == "succeeded"
     assert api.post("/v1/jobs", json={"request": "hi", "options": {"max_cost": 1e-12}}).status_code == 422
 

@@ -37,13 +37,13 @@ def test_auto_completion_with_usage_and_savings_headers(client, start_worker, wi
             {"role": "system", "content": "Answer in French."},
             {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Bonjour"},
-            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "user", "content": "What is a noun?"},
         ],
         max_tokens=50,
     )
     completion = raw.parse()
     assert completion.model == "gemini-2.0-flash" == raw.headers["x-orchestrator-model"]
-    assert completion.choices[0].message.content.startswith("[gemini-2.0-flash] What is the capital of France?")
+    assert completion.choices[0].message.content.startswith("[gemini-2.0-flash] What is a noun?")
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage.prompt_tokens > 0 and completion.usage.total_tokens == (
         completion.usage.prompt_tokens + completion.usage.completion_tokens
@@ -91,7 +91,7 @@ def test_streaming_relays_the_providers_pieces(client, start_worker, wire_server
 def test_an_answer_cut_at_max_tokens_finishes_with_length(client, start_worker, wire_servers):
     start_worker()
     completion = client.chat.completions.create(
-        model="auto", max_tokens=3, messages=[{"role": "user", "content": "What is the capital of Peru?"}]
+        model="auto", max_tokens=3, messages=[{"role": "user", "content": "What is a verb?"}]
     )
     assert completion.choices[0].message.content == "[gemini-2.0-flash] What is"
     assert completion.choices[0].finish_reason == "length" and completion.usage.completion_tokens == 3

@@ -17,7 +17,7 @@ from tests.integration.conftest import poll
 from tests.wire.servers import Fail
 from workers.celery_app import celery_config
 
-QUESTION = "What is the capital of France?"
+QUESTION = "What is a noun?"
 
 
 def test_cancel_a_queued_job_so_it_never_runs(api, start_worker, wire_servers):

@@ -16,7 +16,7 @@ from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
 from shared.settings import get_settings, load_settings
 from tests.wire.servers import Fail, Reply
 
-QUESTION = "What is the capital of France?"  # simple tier: gemini-2.0-flash, then gpt-4.1-nano
+QUESTION = "What is a noun?"  # simple tier: gemini-2.0-flash, then gpt-4.1-nano
 
 
 @pytest.fixture

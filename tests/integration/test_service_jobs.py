@@ -142,7 +142,7 @@ def test_bad_arguments_never_reach_the_service_and_the_model_corrects_them_anthr
 
 
 def test_a_request_that_needs_no_service_is_offered_no_tools(running, wire_servers):
-    record = submit(running, "What is the capital of France?", "gpt-4o-mini")
+    record = submit(running, "What is a noun?", "gpt-4o-mini")
     assert record["status"] == "succeeded"
     assert record["services"]["services"] == [] and record["tool_calls"] == []
     assert "tools" not in wire_servers["openai"].requests[-1].body

@@ -1,8 +1,8 @@
 import random
 
-from shared.analysis import analyze
 from shared.compression import Strategy, choose_strategy
 from shared.extractive import SEPARATOR, chunk_stats, query_terms, select, split_passages, topic_segments
+from shared.routing import analyze
 from shared.settings import load_settings
 from shared.tokens import count_tokens
 

@@ -1,14 +1,13 @@
 import pytest
 
-from shared.analysis import RequestOptions, analyze
-from shared.routing import Constraints, PlanningError, plan
+from shared.routing import Constraints, PlanningError, RequestOptions, analyze, plan
 from shared.settings import Tier, load_settings
 
 SETTINGS = load_settings()
 ALL = {"openai", "anthropic", "google"}
 
 
-def make_plan(text="What is the capital of France?", options=None, usable=ALL, breakers=(), document=None, **kw):
+def make_plan(text="Define photosynthesis.", options=None, usable=ALL, breakers=(), document=None, **kw):
     options = options or RequestOptions()
     analysis = analyze(text, None, options, SETTINGS, **kw)
     return plan(analysis, Constraints.from_options(options, usable, set(breakers)), SETTINGS, options.max_tokens)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.analysis import analyze
+from shared.routing import analyze
 from shared.services.config import McpService
 from shared.services.models import ServiceTool, function_name
 from shared.services.selection import select_services
