@@ -22,6 +22,8 @@ _STREAM_ERROR_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+# The input side of usage: the uncached input, and the cache reads and writes reported beside it.
+_INPUT_COUNTS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 class AnthropicProvider:
@@ -49,41 +51,31 @@ class AnthropicProvider:
             for block in message.content
             if block.type == "tool_use"
         ]
-        usage = getattr(message, "usage", None)  # the SDK does not validate, so a missing field is simply absent
-        return completion(
-            request,
-            text,
-            message.stop_reason,
-            getattr(usage, "input_tokens", None),
-            getattr(usage, "output_tokens", None),
-            calls,
-        )
+        counts: dict[str, int] = {}
+        _take_counts(counts, getattr(message, "usage", None), (*_INPUT_COUNTS, "output_tokens"))
+        return _completion(request, text, message.stop_reason, counts, calls)
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
         parts: list[str] = []
         stop_reason: str | None = None
-        input_tokens: int | None = None
-        output_tokens: int | None = None
+        counts: dict[str, int] = {}
         params = self._params(request)
         try:
             events = self._client.messages.create(**params, stream=True)
             with events:
                 for event in events:
-                    if event.type == "message_start":
-                        input_tokens = getattr(getattr(event.message, "usage", None), "input_tokens", None)
+                    if event.type == "message_start":  # its output count is a placeholder: only the input side
+                        _take_counts(counts, getattr(event.message, "usage", None), _INPUT_COUNTS)
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         parts.append(event.delta.text)
                         yield event.delta.text
                     elif event.type == "message_delta":
                         stop_reason = event.delta.stop_reason or stop_reason
-                        usage = getattr(event, "usage", None)  # cumulative counts for the whole message
-                        if getattr(usage, "output_tokens", None) is not None:
-                            output_tokens = usage.output_tokens
-                        if getattr(usage, "input_tokens", None) is not None:
-                            input_tokens = usage.input_tokens
+                        # cumulative counts for the whole message: the output, and maybe the input side again
+                        _take_counts(counts, getattr(event, "usage", None), (*_INPUT_COUNTS, "output_tokens"))
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield completion(request, "".join(parts), stop_reason, input_tokens, output_tokens)
+        yield _completion(request, "".join(parts), stop_reason, counts)
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -121,6 +113,43 @@ class AnthropicProvider:
         return transport_error(exc, **where) or ProviderError(
             redact(f"{type(exc).__name__}: {exc}", self._api_key), kind="unknown", **where
         )
+
+
+def _take_counts(counts: dict[str, int], usage: Any, names: tuple[str, ...]) -> None:
+    """Keep the counts `usage` gives of `names` (and of thinking, when output is among them) over earlier ones. The
+    SDK does not validate, so a missing field is simply absent."""
+    for name in names:
+        value = getattr(usage, name, None)
+        if value is not None:
+            counts[name] = value
+    thinking = getattr(getattr(usage, "output_tokens_details", None), "thinking_tokens", None)
+    if "output_tokens" in names and thinking is not None:
+        counts["thinking_tokens"] = thinking
+
+
+def _completion(
+    request: ProviderRequest,
+    text: str,
+    stop_reason: str | None,
+    counts: dict[str, int],
+    calls: list[ToolCall] | None = None,
+) -> Completion:
+    """`input_tokens` counts only the uncached input: cache reads and writes are billed too but reported beside it.
+    `output_tokens` already includes thinking, which `output_tokens_details` names."""
+    cached = counts.get("cache_read_input_tokens", 0)
+    written = counts.get("cache_creation_input_tokens", 0)
+    fresh = counts.get("input_tokens")
+    return completion(
+        request,
+        text,
+        stop_reason,
+        None if fresh is None else fresh + cached + written,
+        counts.get("output_tokens"),
+        calls,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+        reasoning_tokens=counts.get("thinking_tokens"),
+    )
 
 
 def _messages(messages: list[Message]) -> list[dict[str, Any]]:

@@ -93,8 +93,11 @@ def stop_reason(finish_reason: str | None) -> StopReason:
 
 class Completion(BaseModel):
     text: str
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int = Field(description="Every input token the call was billed for, cache reads and writes included.")
+    output_tokens: int = Field(description="Every output token billed, reasoning included.")
+    cached_input_tokens: int = Field(0, description="Of the input, tokens read from the provider's prompt cache.")
+    cache_write_tokens: int = Field(0, description="Of the input, tokens written to the provider's prompt cache.")
+    reasoning_tokens: int = Field(0, description="Of the output, tokens of hidden reasoning (thinking).")
     model: str
     finish_reason: str | None = Field(None, description="The provider's own reason, as it gave it.")
     tool_calls: list[ToolCall] = []
@@ -114,8 +117,16 @@ def completion(
     input_tokens: int | None,
     output_tokens: int | None,
     tool_calls: list[ToolCall] | None = None,
+    *,
+    cached_input_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
 ) -> Completion:
-    """The answer with the provider's usage, or with tokens counted here when the provider reported none."""
+    """The answer with the provider's usage, or with tokens counted here when the provider reported none.
+
+    `input_tokens` and `output_tokens` are totals as billed (an adapter adds what its provider reports apart, such as
+    Anthropic's cache reads or Gemini's thoughts); the other counts say which part of them was cached or reasoning.
+    """
     tool_calls = tool_calls or []
     reported = input_tokens is not None and output_tokens is not None
     if not reported:
@@ -131,6 +142,9 @@ def completion(
         finish_reason=finish_reason,
         tool_calls=tool_calls,
         usage_reported=reported,
+        cached_input_tokens=(cached_input_tokens or 0) if reported else 0,
+        cache_write_tokens=(cache_write_tokens or 0) if reported else 0,
+        reasoning_tokens=(reasoning_tokens or 0) if reported else 0,
     )
 
 

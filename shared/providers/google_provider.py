@@ -67,6 +67,7 @@ class GoogleProvider:
             text,
             candidates[0].get("finishReason"),
             usage.get("promptTokenCount"),
+            usage.get("cachedContentTokenCount"),
             usage.get("candidatesTokenCount"),
             usage.get("thoughtsTokenCount"),
             _tool_calls(parts),
@@ -95,6 +96,7 @@ class GoogleProvider:
             "".join(parts),
             finish_reason,
             getattr(usage, "prompt_token_count", None),
+            getattr(usage, "cached_content_token_count", None),
             getattr(usage, "candidates_token_count", None),
             getattr(usage, "thoughts_token_count", None),
         )
@@ -143,13 +145,24 @@ class GoogleProvider:
         text: str,
         finish_reason: str | None,
         prompt_tokens: int | None,
+        cached_tokens: int | None,
         answer_tokens: int | None,
         thought_tokens: int | None,
         calls: list[ToolCall] | None = None,
     ) -> Completion:
-        # Thinking tokens are billed as output but reported apart from the answer's own tokens.
+        # Thinking tokens are billed as output but reported apart from the answer's own tokens. Cached tokens are
+        # already counted in the prompt's; Gemini reports no cache writes (creating a cache is a call of its own).
         output_tokens = None if prompt_tokens is None else (answer_tokens or 0) + (thought_tokens or 0)
-        return completion(request, text, finish_reason, prompt_tokens, output_tokens, calls)
+        return completion(
+            request,
+            text,
+            finish_reason,
+            prompt_tokens,
+            output_tokens,
+            calls,
+            cached_input_tokens=cached_tokens,
+            reasoning_tokens=thought_tokens,
+        )
 
     def _error(self, exc: Exception, request: ProviderRequest) -> ProviderError:
         """google-genai wraps only HTTP errors (`APIError`); timeouts and refused connections surface as the raw

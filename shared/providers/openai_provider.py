@@ -59,6 +59,10 @@ class OpenAIProvider:
         # Function calls only: this adapter declares no custom tools.
         calls = [_tool_call(c) for c in message.get("tool_calls") or [] if c.get("function")]
         usage = answer.get("usage") or {}
+        # The details only name parts of the totals: cached (and written) tokens are inside `prompt_tokens`,
+        # reasoning inside `completion_tokens`. Compatible servers may send them as null or not at all.
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        output_details = usage.get("completion_tokens_details") or {}
         return completion(
             request,
             message.get("content") or "",
@@ -66,6 +70,9 @@ class OpenAIProvider:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
             calls,
+            cached_input_tokens=prompt_details.get("cached_tokens"),
+            cache_write_tokens=prompt_details.get("cache_write_tokens"),
+            reasoning_tokens=output_details.get("reasoning_tokens"),
         )
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Completion]:
@@ -93,13 +100,18 @@ class OpenAIProvider:
                         finish_reason = choice.finish_reason or finish_reason
         except Exception as exc:
             raise self._error(exc, request) from exc
-        # An OpenAI-compatible server may report no usage at all.
+        # An OpenAI-compatible server may report no usage at all, or no details; they name parts of the totals.
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        output_details = getattr(usage, "completion_tokens_details", None)
         yield completion(
             request,
             "".join(parts),
             finish_reason,
             getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None),
+            cached_input_tokens=getattr(prompt_details, "cached_tokens", None),
+            cache_write_tokens=getattr(prompt_details, "cache_write_tokens", None),
+            reasoning_tokens=getattr(output_details, "reasoning_tokens", None),
         )
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:

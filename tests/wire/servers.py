@@ -29,6 +29,26 @@ Anthropic `tool_result` blocks, Gemini `functionResponse` parts (`{"error": ...}
 results only as the server parsed them, so an echo proves the adapter wrote them where the provider looks. Names are
 taken from the function response (Gemini) or from the assistant turn that made the call (OpenAI, Anthropic).
 
+Cached input and reasoning (streamed or not; all zero by default):
+    Reply(input_tokens=100, cached_tokens=60, cache_write_tokens=30, output_tokens=5, reasoning_tokens=12)
+
+`input_tokens` is the whole prompt, cache reads and writes included (`cached_tokens` + `cache_write_tokens` may not
+exceed it); `output_tokens` is the answer's own tokens, and `reasoning_tokens` is hidden reasoning billed on top of
+them. Each server reports them with its provider's semantics:
+    OpenAI     `prompt_tokens` includes the cached and written tokens, named in `prompt_tokens_details.cached_tokens`
+               and `.cache_write_tokens`; `completion_tokens` includes reasoning, named in
+               `completion_tokens_details.reasoning_tokens`. The details are left out when all three are zero, as
+               OpenAI-compatible servers do. Streamed: in the final usage chunk.
+    Anthropic  `input_tokens` EXCLUDES the cached and written tokens, reported beside it as `cache_read_input_tokens`
+               and `cache_creation_input_tokens` (always present, 0 when unused); `output_tokens` includes thinking,
+               named in `output_tokens_details.thinking_tokens` (only when non-zero). Streamed: the input side in
+               `message_start`, the cumulative output in `message_delta` (and the input side again when
+               `server.delta_input = True`).
+    Gemini     `promptTokenCount` includes `cachedContentTokenCount`; `thoughtsTokenCount` is beside, not inside,
+               `candidatesTokenCount` (each only when non-zero). No cache-write count: `cache_write_tokens` goes out
+               as uncached prompt. A server's `thinking` text counts as its words of thoughts unless
+               `reasoning_tokens` is given. Streamed: in the last chunk.
+
 Output cap (text answers, streamed or not): a text longer than the request's cap in words (OpenAI
 `max_completion_tokens` or `max_tokens`, Anthropic `max_tokens`, Gemini `generationConfig.maxOutputTokens`) is cut to
 its first `cap` words and ends with the provider's length reason (`"length"`, `"max_tokens"`, `"MAX_TOKENS"`).
@@ -75,7 +95,8 @@ class Reply:
 
     Default usage is deterministic so tests can assert exact values: input = whitespace-separated words of all
     request text (system + messages), output = words of the answer (and of each tool call's name and JSON
-    arguments). `usage=False` leaves usage out entirely.
+    arguments). `usage=False` leaves usage out entirely. `cached_tokens` and `cache_write_tokens` are parts of the
+    input; `reasoning_tokens` are billed as output on top of `output_tokens` (see the module docstring).
     """
 
     text: str | None = None
@@ -85,10 +106,17 @@ class Reply:
     delay_s: float = 0.0
     tool_calls: Sequence[ScriptedCall] = ()
     respond: Callable[[list[ToolResult]], str] | None = None
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.respond is not None and self.text is not None:
             raise ValueError("give a Reply either `text` or `respond`, not both")
+        if min(self.cached_tokens, self.cache_write_tokens, self.reasoning_tokens) < 0:
+            raise ValueError("token counts cannot be negative")
+        if self.input_tokens is not None and self.cached_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError("cached_tokens + cache_write_tokens are part of input_tokens and cannot exceed it")
 
 
 @dataclass(frozen=True)
@@ -116,13 +144,22 @@ class RecordedRequest:
 @dataclass(frozen=True)
 class Answer:
     """A resolved `Reply`: the text, its streaming deltas, usage (None = leave usage out), tool calls, and whether
-    the text was cut at the request's output cap."""
+    the text was cut at the request's output cap. `input_tokens` includes the cached and written tokens;
+    `output_tokens` excludes the reasoning tokens."""
 
     text: str
     input_tokens: int | None
     output_tokens: int | None
     tool_calls: Sequence[ScriptedCall] = ()
     truncated: bool = False
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def billed_output(self) -> int:
+        """The answer's tokens and the reasoning behind it, as OpenAI and Anthropic count output."""
+        return (self.output_tokens or 0) + self.reasoning_tokens
 
     @property
     def deltas(self) -> list[str]:
@@ -405,10 +442,23 @@ class WireServer:
         if not reply.usage:
             return Answer(text, None, None, calls, truncated)
         input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
+        if reply.cached_tokens + reply.cache_write_tokens > input_tokens:
+            raise ValueError(
+                f"{reply.cached_tokens} cached + {reply.cache_write_tokens} written > {input_tokens} input"
+            )
         output_tokens = reply.output_tokens
         if output_tokens is None:
             output_tokens = words(text) + sum(words(f"{name} {_arguments_json(args)}") for name, args in calls)
-        return Answer(text, input_tokens, output_tokens, calls, truncated)
+        return Answer(
+            text,
+            input_tokens,
+            output_tokens,
+            calls,
+            truncated,
+            reply.cached_tokens,
+            reply.cache_write_tokens,
+            reply.reasoning_tokens,
+        )
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}"
@@ -471,15 +521,7 @@ class OpenAIWireServer(WireServer):
         users = [" ".join(_texts(m.get("content"))) for m in messages if m.get("role") == "user"]
         cap = _cap(body.get("max_completion_tokens"), body.get("max_tokens"))
         answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(messages), cap)
-        usage = (
-            None
-            if answer.input_tokens is None
-            else {
-                "prompt_tokens": answer.input_tokens,
-                "completion_tokens": answer.output_tokens,
-                "total_tokens": answer.input_tokens + (answer.output_tokens or 0),
-            }
-        )
+        usage = self._usage(answer)
         ident, created = self._next_id("chatcmpl-wire"), int(time.time())
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
@@ -518,6 +560,30 @@ class OpenAIWireServer(WireServer):
         return "length" if answer.truncated else "stop"
 
     @staticmethod
+    def _usage(answer: Answer) -> dict[str, Any] | None:
+        """Cached (and written) tokens are counted inside `prompt_tokens`, reasoning inside `completion_tokens`; the
+        details name them."""
+        if answer.input_tokens is None:
+            return None
+        usage: dict[str, Any] = {
+            "prompt_tokens": answer.input_tokens,
+            "completion_tokens": answer.billed_output,
+            "total_tokens": answer.input_tokens + answer.billed_output,
+        }
+        if answer.cached_tokens or answer.cache_write_tokens or answer.reasoning_tokens:
+            prompt_details = {"cached_tokens": answer.cached_tokens, "audio_tokens": 0}
+            if answer.cache_write_tokens:
+                prompt_details["cache_write_tokens"] = answer.cache_write_tokens
+            usage["prompt_tokens_details"] = prompt_details
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": answer.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+        return usage
+
+    @staticmethod
     def _tool_results(messages: list[Any]) -> list[ToolResult]:
         """`role: "tool"` messages, named after the assistant tool call they answer."""
         messages = _dicts(messages)
@@ -535,7 +601,7 @@ class OpenAIWireServer(WireServer):
 
     @classmethod
     def _stream(
-        cls, ident: str, created: int, model: str, answer: Answer, usage: dict[str, int] | None, with_usage_key: bool
+        cls, ident: str, created: int, model: str, answer: Answer, usage: dict[str, Any] | None, with_usage_key: bool
     ) -> Iterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             payload: dict[str, Any] = {
@@ -582,6 +648,11 @@ class AnthropicWireServer(WireServer):
         529: "overloaded_error",
     }
 
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
+        # `message_delta` repeats the cumulative input-side counts (its usage has the fields), not the output alone
+        self.delta_input = False
+
     def _model_of(self, ex: Exchange) -> str | None:
         return ex.body.get("model") if isinstance(ex.body, dict) else None
 
@@ -619,7 +690,8 @@ class AnthropicWireServer(WireServer):
             "stop_sequence": None,
         }
         if answer.input_tokens is not None:
-            message["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens}
+            message["usage"] = {**self._input_usage(answer), "output_tokens": answer.billed_output}
+            message["usage"].update(self._output_details(answer))
         if not body.get("stream"):
             return ex.json(200, message)
         ex.sse(self._stream(message, answer))
@@ -627,6 +699,23 @@ class AnthropicWireServer(WireServer):
     @staticmethod
     def _finish(answer: Answer) -> str:
         return "max_tokens" if answer.truncated else "end_turn"
+
+    @staticmethod
+    def _input_usage(answer: Answer) -> dict[str, int]:
+        """`input_tokens` counts only the uncached input: cache reads and writes are reported beside it."""
+        fresh = (answer.input_tokens or 0) - answer.cached_tokens - answer.cache_write_tokens
+        return {
+            "input_tokens": fresh,
+            "cache_creation_input_tokens": answer.cache_write_tokens,
+            "cache_read_input_tokens": answer.cached_tokens,
+        }
+
+    @staticmethod
+    def _output_details(answer: Answer) -> dict[str, Any]:
+        """Thinking is counted inside `output_tokens`; the details name it."""
+        if not answer.reasoning_tokens:
+            return {}
+        return {"output_tokens_details": {"thinking_tokens": answer.reasoning_tokens}}
 
     @staticmethod
     def _tool_results(messages: list[Any]) -> list[ToolResult]:
@@ -644,11 +733,10 @@ class AnthropicWireServer(WireServer):
             if block.get("type") == "tool_result"
         ]
 
-    @classmethod
-    def _stream(cls, message: dict[str, Any], answer: Answer) -> Iterator[str]:
+    def _stream(self, message: dict[str, Any], answer: Answer) -> Iterator[str]:
         start = {**message, "content": [], "stop_reason": None}
         if answer.input_tokens is not None:
-            start["usage"] = {"input_tokens": answer.input_tokens, "output_tokens": 1}
+            start["usage"] = {**self._input_usage(answer), "output_tokens": 1}
         yield _sse_event("message_start", {"type": "message_start", "message": start})
         block = {"type": "text", "text": ""}
         yield _sse_event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
@@ -661,10 +749,12 @@ class AnthropicWireServer(WireServer):
         yield _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
         final: dict[str, Any] = {
             "type": "message_delta",
-            "delta": {"stop_reason": cls._finish(answer), "stop_sequence": None},
+            "delta": {"stop_reason": self._finish(answer), "stop_sequence": None},
         }
-        if answer.output_tokens is not None:
-            final["usage"] = {"output_tokens": answer.output_tokens}
+        if answer.output_tokens is not None:  # cumulative
+            final["usage"] = {"output_tokens": answer.billed_output, **self._output_details(answer)}
+            if self.delta_input:
+                final["usage"].update(self._input_usage(answer))
         yield _sse_event("message_delta", final)
         yield _sse_event("message_stop", {"type": "message_stop"})
 
@@ -719,17 +809,7 @@ class GeminiWireServer(WireServer):
         users = [" ".join(_texts(c.get("parts"))) for c in contents if c.get("role", "user") == "user"]
         cap = _cap((body.get("generationConfig") or {}).get("maxOutputTokens"))
         answer = self._answer(behaviour, model, texts, users[-1] if users else "", self._tool_results(contents), cap)
-        usage = (
-            None
-            if answer.input_tokens is None
-            else {
-                "promptTokenCount": answer.input_tokens,
-                "candidatesTokenCount": answer.output_tokens,
-                "totalTokenCount": answer.input_tokens + (answer.output_tokens or 0) + words(self.thinking),
-            }
-        )
-        if usage is not None and self.thinking:
-            usage["thoughtsTokenCount"] = words(self.thinking)
+        usage = self._usage(answer)
         response_id = self._next_id("wire-")
         if self.blocked:
             refusal = {
@@ -752,6 +832,23 @@ class GeminiWireServer(WireServer):
     @staticmethod
     def _finish(answer: Answer) -> str:
         return "MAX_TOKENS" if answer.truncated else "STOP"
+
+    def _usage(self, answer: Answer) -> dict[str, int] | None:
+        """Cached tokens are counted inside `promptTokenCount`, thoughts beside `candidatesTokenCount`; Gemini has no
+        cache-write count."""
+        if answer.input_tokens is None:
+            return None
+        thoughts = answer.reasoning_tokens or words(self.thinking)
+        usage = {
+            "promptTokenCount": answer.input_tokens,
+            "candidatesTokenCount": answer.output_tokens or 0,
+            "totalTokenCount": answer.input_tokens + (answer.output_tokens or 0) + thoughts,
+        }
+        if answer.cached_tokens:
+            usage["cachedContentTokenCount"] = answer.cached_tokens
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        return usage
 
     @staticmethod
     def _tool_results(contents: list[Any]) -> list[ToolResult]:
