@@ -20,8 +20,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from api.catalog_cli import add_catalog_commands
 from api.router_cli import add_router_commands
 from shared.heap import freeze_startup_heap
+from shared.pricing import LIBRARY
 from shared.settings import ConfigError, Settings, get_settings
 
 console = Console(stderr=False, highlight=False)
@@ -119,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     mcp.set_defaults(handler=_mcp)
 
     add_router_commands(commands)
+    add_catalog_commands(commands)
 
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
     worker.add_argument(
@@ -514,7 +517,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"${total['savings_usd']:.4f} ({total['savings_pct']}%)"
     )
     console.print(
-        "[dim]Real catalog prices (config/models.yaml) and real token counts of the prompts; "
+        f"[dim]Today's prices of the catalog's models ({LIBRARY}) and real token counts of the prompts; "
         "the answer length is the same estimate on both sides. Nothing was sent.[/dim]"
     )
     return 0

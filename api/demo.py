@@ -92,7 +92,6 @@ def demo_requests() -> list[tuple[str, JobRequest]]:
             JobRequest(
                 request="Find where the standard library validates file paths and explain it",
                 document="\n\n".join(standard_library_source(300_000)),
-                options={"preferred_models": ["gpt-4o-mini"]},
             ),
         ),
     ]

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.submission import JobRequest, NoProviderConfigured, cancel, submit
 from shared.auth import BudgetExhausted
+from shared.catalog import CatalogEntry
 from shared.jobs import JobRecord, JobStatus, JobStore
 from shared.routing import PlanningError
 
@@ -361,17 +362,19 @@ def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator
     yield "data: [DONE]\n\n"
 
 
-def _model(name: str, owner: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+def _model(name: str, owner: str, entry: CatalogEntry | None = None) -> dict[str, Any]:
+    """OpenAI's model object; catalog models carry the catalog's fields (tier, window, prices, their source)."""
+    details = entry.model_dump(exclude={"name", "provider"}) if entry else {}
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner, **details}
 
 
 @router.get(MODELS)
 def list_models(request: Request) -> dict[str, Any]:
-    """`auto` and every catalog model, in OpenAI's list format."""
-    models = request.app.state.settings.models
+    """`auto` and every catalog model, in OpenAI's list format with the catalog's fields."""
+    entries = request.app.state.settings.catalog.entries()
     return {
         "object": "list",
-        "data": [_model(AUTO, "orchestrator"), *(_model(name, spec.provider) for name, spec in models.items())],
+        "data": [_model(AUTO, "orchestrator"), *(_model(e.name, e.provider, e) for e in entries)],
     }
 
 
@@ -380,8 +383,10 @@ def retrieve_model(model: str, request: Request) -> Any:
     """One model of the list, as OpenAI's `models.retrieve` reads it."""
     if model == AUTO:
         return _model(AUTO, "orchestrator")
-    if (spec := request.app.state.settings.models.get(model)) is None:
+    catalog = request.app.state.settings.catalog
+    if not catalog.knows(model):
         return OpenAIError(
             404, f"The model {model!r} does not exist; GET /v1/models lists them", code="model_not_found", param="model"
         ).response()
-    return _model(model, spec.provider)
+    entry = next((e for e in catalog.entries() if e.name == model), None)
+    return _model(model, catalog.spec(model).provider, entry)

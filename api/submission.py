@@ -44,7 +44,7 @@ class JobRequest(BaseModel):
                 {
                     "request": "Create a REST API for user management",
                     "context": {"framework": "FastAPI", "database": "PostgreSQL"},
-                    "options": {"preferred_models": ["gpt-4o-mini"], "max_cost": 0.05},
+                    "options": {"preferred_models": ["gpt-6.1-terra"], "max_cost": 0.05},
                 }
             ]
         },

@@ -44,13 +44,12 @@ def fingerprint(secret: str) -> str:
 
 
 def worst_case_cost(plan: Plan, settings: Settings) -> float:
-    """What the job could cost at most: its input at the chain's dearest input price, and every output token it
-    may ask for at the dearest output price."""
-    specs = [settings.models[model] for model in plan.chain]
-    return (
-        plan.estimated_input_tokens * max(s.input_usd_per_mtok for s in specs)
-        + plan.max_output_tokens * max(s.output_usd_per_mtok for s in specs)
-    ) / 1_000_000
+    """What the job could cost at most: its input at the chain's dearest input price (a long-context rate
+    included), and every output token it may ask for at the dearest output price."""
+    sheets = [settings.catalog.sheet(model) for model in plan.chain]
+    return plan.estimated_input_tokens * max(s.input.highest for s in sheets) + plan.max_output_tokens * max(
+        s.output.highest for s in sheets
+    )
 
 
 # KEYS: spend. ARGV: amount, budget, ttl. Returns 1 when reserved.

@@ -241,7 +241,7 @@ class CircuitBreakers:
             states.append(
                 BreakerState(
                     model=model,
-                    provider=self.settings.models[model].provider,
+                    provider=self.settings.catalog.spec(model).provider,
                     state=state,
                     recent_failures=count,
                     reopens_in_s=round(max(0.0, reopen - now), 3) if reopen is not None else None,

@@ -114,11 +114,12 @@ class SummaryCache:
 
 def preprocessor_chain(settings: Settings, usable_providers: set[str], open_breakers: set[str]) -> list[str]:
     """Models that may summarise chunks: the configured preprocessor first, then the simple tier's chain."""
-    candidates = [settings.document_processing.preprocessor_model, *settings.execution[Tier.simple].models]
+    preferred = settings.document_processing.preprocessor_model
+    candidates = [*([preferred] if preferred else []), *settings.execution[Tier.simple].models]
     return [
         model
         for model in dict.fromkeys(candidates)
-        if settings.models[model].provider in usable_providers and model not in open_breakers
+        if settings.catalog.spec(model).provider in usable_providers and model not in open_breakers
     ]
 
 
@@ -140,10 +141,10 @@ def preprocessing_worst_case_usd(work: Preprocessing, document_tokens: int, sett
         return 0.0
     chunking = settings.document_processing.chunking
     chunks = max(1, -(-document_tokens // (chunking.default_chunk_size - chunking.overlap_size)))
-    specs = [settings.models[model] for model in work.llm_chain]
+    sheets = [settings.catalog.sheet(model) for model in work.llm_chain]
     read = document_tokens + chunks * (chunking.overlap_size + 100)
     written = chunks * summary_tokens_per_chunk(work.budget, chunks) + work.budget
-    return (read * max(s.input_usd_per_mtok for s in specs) + written * max(s.output_usd_per_mtok for s in specs)) / 1e6
+    return read * max(s.input.highest for s in sheets) + written * max(s.output.highest for s in sheets)
 
 
 def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str) -> Served:
@@ -151,7 +152,7 @@ def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_t
 
     def request_for(model: str) -> ProviderRequest:
         return ProviderRequest(
-            model=executor.settings.models[model].provider_model or model,
+            model=executor.settings.catalog.spec(model).provider_model or model,
             system=_SUMMARY_SYSTEM,
             messages=[
                 Message(

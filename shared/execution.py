@@ -24,6 +24,9 @@ from shared.services.models import ToolCallRecord
 from shared.services.toolbox import Toolbox
 from shared.settings import Settings
 
+#: What the tool loop adds up over its turns: every model turn is billed.
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+
 
 class Served(BaseModel):
     completion: Completion
@@ -58,7 +61,7 @@ def provider_request(
     tools: list[ToolSpec] = (),
 ) -> ProviderRequest:
     """The request for `model`: the job's prompt, then any tool-call `turns` so far, with `tools` offered."""
-    spec = settings.models[model]
+    spec = settings.catalog.spec(model)
     job = record.input
     return ProviderRequest(
         model=spec.provider_model or model,
@@ -118,7 +121,7 @@ class Executor:
         turns: list[Message] = []
         calls: list[ToolCallRecord] = []
         attempts: list[Attempt] = []
-        chain, input_tokens, output_tokens = record.plan.chain, 0, 0
+        chain, used = record.plan.chain, dict.fromkeys(_USAGE_FIELDS, 0)
         max_steps, specs = self.settings.mcp_client.max_tool_steps, toolbox.specs
         for step in range(1, max_steps + 1):
             try:
@@ -133,7 +136,7 @@ class Executor:
             attempts += served.attempts
             chain = chain[chain.index(served.model) :]
             answer = served.completion
-            input_tokens, output_tokens = input_tokens + answer.input_tokens, output_tokens + answer.output_tokens
+            used = {name: used[name] + getattr(answer, name) for name in _USAGE_FIELDS}
             if not answer.tool_calls:
                 break
             turns.append(Message(role="assistant", content=answer.text, tool_calls=answer.tool_calls))
@@ -161,7 +164,7 @@ class Executor:
                 )
         if on_delta is not None and answer.text:
             on_delta(answer.text)
-        total = answer.model_copy(update={"input_tokens": input_tokens, "output_tokens": output_tokens})
+        total = answer.model_copy(update=used)
         return served.model_copy(update={"completion": total, "attempts": attempts, "tool_calls": calls})
 
     def complete(
@@ -176,7 +179,7 @@ class Executor:
         attempts: list[Attempt] = []
         use_cache = self.cache is not None and use_cache
         for model in chain:
-            provider = self.settings.models[model].provider
+            provider = self.settings.catalog.spec(model).provider
             request = request_for(model)
             if use_cache and (hit := self.cache.get(model, request)):
                 attempts.append(_attempt(model, provider, 1, time.time(), ok=True, kind="cache_hit"))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_json
 
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
+from shared.pricing import TokenUsage
 from shared.providers.base import StopReason
 from shared.routing import Analysis, Plan, RequestOptions
 from shared.services.models import ToolCallRecord
@@ -88,9 +89,9 @@ class Billing(BaseModel):
     reserved_usd: float = 0.0
 
 
-class Usage(BaseModel):
-    input_tokens: int
-    output_tokens: int
+class Usage(TokenUsage):
+    """What the job's calls used, as the providers reported it (or as counted here when they did not)."""
+
     reported_by_provider: bool = True
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import functools
 import os
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.catalog import Catalog, ModelSpec, ProviderConfig, Tier, TierChain
 from shared.services.config import McpClientSettings, McpService
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,50 +26,6 @@ DEFAULT_CONFIG_DIR = PROJECT_ROOT / "config"
 
 class ConfigError(Exception):
     """A configuration problem an operator must fix; the message names the file and the field."""
-
-
-class Tier(StrEnum):
-    simple = "simple"
-    moderate = "moderate"
-    complex = "complex"
-
-    @property
-    def rank(self) -> int:
-        """0, 1, 2 from simple up: a model serves requests of its own tier and below."""
-        return _TIER_RANK[self]
-
-
-_TIER_RANK = {tier: rank for rank, tier in enumerate(Tier)}
-
-
-class ModelSpec(BaseModel):
-    provider: str
-    context_window: int = Field(gt=0)
-    max_output_tokens: int = Field(4096, gt=0)
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
-    tier: Tier
-    provider_model: str | None = Field(None, description="The id sent to the provider, when it differs from the name.")
-
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_usd_per_mtok + output_tokens * self.output_usd_per_mtok) / 1_000_000
-
-
-class TierChain(BaseModel):
-    preferred: str
-    fallback: list[str] = []
-
-    @property
-    def models(self) -> list[str]:
-        return [self.preferred, *self.fallback]
-
-
-class ProviderConfig(BaseModel):
-    adapter: Literal["openai", "anthropic", "google"]
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    api_key_env: str | None = Field(None, description="Environment variable holding this account's key.")
-    api_key_required: bool = True
 
 
 class ChunkingSettings(BaseModel):
@@ -90,7 +46,9 @@ class ChunkingSettings(BaseModel):
 class DocumentProcessing(BaseModel):
     enable_preprocessing: bool = True
     max_direct_tokens: int = Field(100_000, gt=0)
-    preprocessor_model: str = "gemini-2.0-flash"
+    preprocessor_model: str | None = Field(
+        None, description="The cheap long-context model that summarises chunks; default: the simple tier's chain."
+    )
     cache_ttl_seconds: int = Field(86_400, gt=0, description="How long compressed documents are reused.")
     document_ttl_seconds: int = Field(86_400, gt=0, description="How long stored documents are kept.")
     max_document_bytes: int = Field(32 * 1024 * 1024, gt=0)
@@ -211,6 +169,8 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, YamlDirectorySource(settings_cls)
 
+    _catalog: Catalog | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
         for name, spec in self.models.items():
@@ -225,7 +185,15 @@ class Settings(BaseSettings):
             raise ValueError(f"execution: no chain for tier(s) {', '.join(missing)}")
         if self.models and self.baseline_model not in self.models:
             raise ValueError(f"baseline_model: unknown model {self.baseline_model!r}")
+        self._catalog = Catalog(self.models, self.providers)
+        self.models = self._catalog.specs
         return self
+
+    @property
+    def catalog(self) -> Catalog:
+        """Specs and prices of every model, the configured ones and older ones the price library knows."""
+        assert self._catalog is not None
+        return self._catalog
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -281,8 +249,11 @@ class YamlDirectorySource(PydanticBaseSettingsSource):
 
 
 def config_files() -> list[Path]:
-    directory = Path(os.environ.get("ORCH_CONFIG_DIR", DEFAULT_CONFIG_DIR))
-    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    """The YAML files of `ORCH_CONFIG_DIR`: one directory, or several joined by `os.pathsep`, where a later
+    directory's top-level keys replace an earlier one's (a site overlay over the defaults)."""
+    value = os.environ.get("ORCH_CONFIG_DIR", str(DEFAULT_CONFIG_DIR))
+    directories = [Path(part) for part in value.split(os.pathsep) if part]
+    return [path for directory in directories if directory.is_dir() for path in sorted(directory.glob("*.yaml"))]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

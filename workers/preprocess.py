@@ -15,6 +15,7 @@ from typing import Any
 from celery import chord
 from celery.utils.log import get_task_logger
 
+from shared.accounting import usage_of
 from shared.chunking import chunks_for
 from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize, summary_tokens_per_chunk
 from shared.execution import ChainExhausted
@@ -77,12 +78,7 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
         try:
             served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, f"{index + 1}/{total}")
             summary = served.completion.text
-            usage = served.completion
-            cost = (
-                0.0
-                if served.cache_hit
-                else runtime.settings.models[served.model].cost_usd(usage.input_tokens, usage.output_tokens)
-            )
+            cost = 0.0 if served.cache_hit else runtime.settings.catalog.cost(served.model, usage_of(served.completion))
         except ChainExhausted as error:
             log.warning("chunk %d/%d of %s not summarised: %s", index + 1, total, work.document_id, error)
     if work.job_id:
@@ -154,9 +150,7 @@ def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float]:
             continue
         out.append(served.completion.text)
         if not served.cache_hit:
-            cost += runtime.settings.models[served.model].cost_usd(
-                served.completion.input_tokens, served.completion.output_tokens
-            )
+            cost += runtime.settings.catalog.cost(served.model, usage_of(served.completion))
     return "\n\n".join(out), cost
 
 

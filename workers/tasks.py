@@ -8,13 +8,14 @@ nor counts one twice. A job cancelled while it runs stops before its next provid
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery import Task
 from celery.utils.log import get_task_logger
 
-from shared.accounting import bill
+from shared.accounting import bill, usage_of
 from shared.auth import settle_job
 from shared.execution import Cancelled, ChainExhausted
 from shared.jobs import JobRecord, JobStatus, JobStore, Usage
@@ -85,13 +86,18 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
         )
     else:
         completion = served.completion
-        sent_in, sent_out = (0, 0) if served.cache_hit else (completion.input_tokens, completion.output_tokens)
+        # A cache hit was paid for by the call that filled the cache: this one used nothing.
+        if served.cache_hit:
+            used = Usage(input_tokens=0, output_tokens=0, reported_by_provider=completion.usage_reported)
+        else:
+            used = Usage(**usage_of(completion).model_dump(), reported_by_provider=completion.usage_reported)
+        when = datetime.fromtimestamp(record.created_at, tz=UTC)
         charge = bill(
             record.plan,
             served.model,
-            sent_in,
-            sent_out,
+            used,
             settings=executor.settings,
+            when=when,
             answer_tokens=completion.output_tokens,
         )
         preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
@@ -104,7 +110,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             model_used=served.model,
             provider_used=served.provider,
             cache_hit=served.cache_hit,
-            usage=Usage(input_tokens=sent_in, output_tokens=sent_out, reported_by_provider=completion.usage_reported),
+            usage=used,
             cost_usd=charge.cost_usd + preprocessing,
             baseline_cost_usd=charge.baseline_cost_usd,
             savings_usd=charge.savings_usd - preprocessing,

@@ -109,7 +109,8 @@ def analyze(
     question_words = WORD.findall(question.lower())
     shape = structure(question, question_words)
     skill = read_skill(question, question_words, shape)
-    difficulty = model.estimate(shape.features, skill.skill, question_ids)
+    features = shape.features
+    difficulty = model.estimate(features, skill.skill, question_ids)
     decision = _decide(model, difficulty.probability, skill.skill, options, settings)
 
     rendered_context = render_context(context) if context else ""
@@ -128,7 +129,7 @@ def analyze(
         difficulty_evidence=difficulty.evidence,
         tier=options.tier or decision[0],
         decision=decision[1],
-        features=shape.features,
+        features=features,
         tokens=tokens,
         needs_preprocessing=tokens.document > settings.document_processing.max_direct_tokens,
     )

@@ -74,6 +74,7 @@ class DifficultyModel:
         self.weights = card.weights
         self.calibration = card.calibration
         self._token_scores = token_scores
+        self._token_list = token_scores.tolist()  # a short text sums faster in Python than through numpy
         self._structure = [(name, card.weights.structure[name]) for name in STRUCTURE_FEATURES]
 
     @classmethod
@@ -89,7 +90,11 @@ class DifficultyModel:
         if not token_ids:
             return 0.0
         count = len(token_ids)
-        mean = float(self._token_scores.take(token_ids).mean())
+        if count <= 64:
+            scores = self._token_list
+            mean = sum([scores[token] for token in token_ids]) / count
+        else:
+            mean = float(self._token_scores.take(token_ids).mean())
         return mean * count / (count + self.weights.text.shrink_tokens)
 
     def estimate(self, structure: dict[str, float], skill: Skill, token_ids: list[int]) -> Difficulty:

@@ -8,6 +8,8 @@ none is left, the error lists every reason, because "no model available" alone h
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 from pydantic import BaseModel, Field
 
 from shared.prompts import system_prompt
@@ -77,10 +79,14 @@ class Plan(BaseModel):
 
 
 def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_tokens: int | None = None) -> Plan:
-    catalog = settings.models
-    unknown = [name for name in constraints.preferred_models if name not in catalog]
+    catalog = settings.catalog
+    day = datetime.now(tz=UTC).date()
+    unknown = [name for name in constraints.preferred_models if not catalog.knows(name)]
     if unknown:
-        raise PlanningError(f"unknown model(s) {', '.join(unknown)}; known models: {', '.join(sorted(catalog))}")
+        raise PlanningError(
+            f"unknown model(s) {', '.join(unknown)}: not in the catalog and not priced by the price library at any "
+            f"configured account; catalog models: {', '.join(sorted(settings.models))}"
+        )
 
     output_tokens = min(max_tokens or settings.default_max_output_tokens, EXPECTED_OUTPUT_TOKENS[analysis.tier])
     max_output = max_tokens or settings.default_max_output_tokens
@@ -89,8 +95,8 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
 
     accepted: list[tuple[str, int, float, bool, int | None]] = []  # name, input tokens, cost, preprocess, budget
     rejected: dict[str, str] = {}
-    for name in _candidates(analysis.tier, constraints, settings):
-        spec = catalog[name]
+    for name in _candidates(analysis.tier, constraints, settings, day):
+        spec = catalog.spec(name)
         reason = _unusable(name, spec, constraints)
         if reason:
             rejected[name] = reason
@@ -106,7 +112,7 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         if input_tokens is None:
             rejected[name] = f"needs {direct_input + max_output:,} tokens, window is {spec.context_window:,}"
             continue
-        cost = spec.cost_usd(input_tokens, output_tokens)
+        cost = catalog.estimate(name, input_tokens, output_tokens, day)
         if constraints.max_cost_usd is not None and cost > constraints.max_cost_usd:
             rejected[name] = f"estimated ${cost:.6f} exceeds max_cost ${constraints.max_cost_usd:.6f}"
             continue
@@ -126,11 +132,11 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
     ][: settings.max_fallbacks]
     return Plan(
         model=chosen,
-        provider=catalog[chosen].provider,
+        provider=catalog.spec(chosen).provider,
         fallbacks=fallbacks,
         reason=_reason(chosen, analysis, constraints, rejected),
         tier=analysis.tier,
-        max_output_tokens=min(max_output, catalog[chosen].max_output_tokens),
+        max_output_tokens=min(max_output, catalog.spec(chosen).max_output_tokens),
         estimated_input_tokens=input_tokens,
         estimated_output_tokens=output_tokens,
         estimated_cost_usd=cost,
@@ -144,23 +150,18 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
 
 def baseline_estimate(analysis: Analysis, settings: Settings, output_tokens: int) -> Estimate:
     """The configured baseline model answering the naive prompt with the full, uncompressed context."""
-    spec = settings.models[settings.baseline_model]
     input_tokens = analysis.tokens.naive_prompt + analysis.tokens.document
     return Estimate(
         model=settings.baseline_model,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=spec.cost_usd(input_tokens, output_tokens),
+        cost_usd=settings.catalog.estimate(settings.baseline_model, input_tokens, output_tokens),
     )
 
 
-def _candidates(tier: Tier, constraints: Constraints, settings: Settings) -> list[str]:
+def _candidates(tier: Tier, constraints: Constraints, settings: Settings, day: date) -> list[str]:
     ordered = [*constraints.preferred_models, *settings.execution[tier].models]
-    capable = sorted(
-        (name for name, spec in settings.models.items() if spec.tier.rank >= tier.rank),
-        key=lambda name: settings.models[name].cost_usd(1000, 300),
-    )
-    return list(dict.fromkeys([*ordered, *capable]))
+    return list(dict.fromkeys([*ordered, *settings.catalog.cheapest_first(tier, day)]))
 
 
 def _unusable(name: str, spec: ModelSpec, constraints: Constraints) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from shared.pricing import TokenUsage
 from shared.prompts import system_prompt
 from shared.settings import load_settings
 from tests.integration.conftest import poll
@@ -33,12 +34,20 @@ def test_job_runs_on_a_worker_and_reports_result_tokens_and_cost(api, start_work
     assert record["status"] == "succeeded", record
     assert record["result"] == "Paris."
     assert record["model_used"] == "gemini-2.0-flash" and record["provider_used"] == "google"
-    assert record["usage"] == {"input_tokens": 31, "output_tokens": 2, "reported_by_provider": True}
-    spec = SETTINGS.models["gemini-2.0-flash"]
-    assert record["cost_usd"] == pytest.approx(spec.cost_usd(31, 2))
-    baseline = SETTINGS.models[SETTINGS.baseline_model]
-    baseline_input = record["plan"]["baseline"]["input_tokens"]
-    assert record["baseline_cost_usd"] == pytest.approx(baseline.cost_usd(baseline_input, 2))
+    assert record["usage"] == {
+        "input_tokens": 31,
+        "output_tokens": 2,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "reported_by_provider": True,
+    }
+    catalog = SETTINGS.catalog
+    assert record["cost_usd"] == pytest.approx(
+        catalog.cost("gemini-2.0-flash", TokenUsage(input_tokens=31, output_tokens=2))
+    )
+    baseline = TokenUsage(input_tokens=record["plan"]["baseline"]["input_tokens"], output_tokens=2)
+    assert record["baseline_cost_usd"] == pytest.approx(catalog.cost(SETTINGS.baseline_model, baseline))
     assert record["savings_usd"] == pytest.approx(record["baseline_cost_usd"] - record["cost_usd"])
     assert record["savings_pct"] > 90
     assert record["deliveries"] == 1 and "llm.simple" in record["worker"]
@@ -97,9 +106,8 @@ def test_failing_provider_falls_back_along_the_chain(api, start_worker, wire_ser
         ("gemini-2.0-flash", 3, False, "server"),
         ("gpt-4.1-nano", 1, True, None),
     ]
-    assert record["cost_usd"] == pytest.approx(
-        SETTINGS.models["gpt-4.1-nano"].cost_usd(record["usage"]["input_tokens"], record["usage"]["output_tokens"])
-    )
+    usage = TokenUsage(input_tokens=record["usage"]["input_tokens"], output_tokens=record["usage"]["output_tokens"])
+    assert record["cost_usd"] == pytest.approx(SETTINGS.catalog.cost("gpt-4.1-nano", usage))
 
 
 def test_a_rejected_request_fails_fast_with_the_providers_message(api, start_worker, wire_servers):
@@ -110,3 +118,38 @@ def test_a_rejected_request_fails_fast_with_the_providers_message(api, start_wor
     assert "max_output_tokens is too large" in record["error"]
     assert len(record["attempts"]) == 1
     assert wire_servers["openai"].requests == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "write_tokens"),
+    [("openai", "gpt-4o-mini", 0), ("anthropic", "claude-3-5-haiku-20241022", 300), ("google", "gemini-2.5-flash", 0)],
+)
+def test_cached_and_reasoning_tokens_reach_the_record_and_the_bill(
+    api, start_worker, wire_servers, provider, model, write_tokens
+):
+    """Through each provider's SDK: the parts of the usage it reports apart are kept, and priced at their own rates."""
+    start_worker()
+    reply = Reply(
+        text="A noun names a thing.",
+        input_tokens=2_000,
+        output_tokens=40,
+        cached_tokens=1_500,
+        cache_write_tokens=write_tokens,
+        reasoning_tokens=60,
+    )
+    wire_servers[provider].push(reply)
+    body = {"request": SIMPLE, "options": {"preferred_models": [model], "cache": False}}
+    record = poll(api, api.post("/v1/jobs", json=body).json()["id"])
+    assert record["status"] == "succeeded" and record["model_used"] == model, record
+    usage = record["usage"]
+    assert (usage["input_tokens"], usage["cached_input_tokens"], usage["cache_write_tokens"]) == (
+        2_000,
+        1_500,
+        write_tokens,
+    )
+    assert (usage["output_tokens"], usage["reasoning_tokens"]) == (100, 60)  # reasoning is billed as output
+    used = TokenUsage(**{name: usage[name] for name in TokenUsage.model_fields})
+    expected = SETTINGS.catalog.cost(model, used)
+    assert record["cost_usd"] == pytest.approx(expected)
+    uncached = SETTINGS.catalog.cost(model, TokenUsage(input_tokens=2_000, output_tokens=100))
+    assert record["cost_usd"] < uncached

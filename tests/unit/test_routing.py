@@ -1,5 +1,6 @@
 import pytest
 
+from shared.pricing import TokenUsage
 from shared.routing import Constraints, PlanningError, RequestOptions, analyze, plan
 from shared.settings import Tier, load_settings
 
@@ -18,8 +19,8 @@ def test_tier_chain_is_followed_and_costs_are_estimated_against_the_baseline():
     assert p.tier == Tier.simple
     assert p.model == "gemini-2.0-flash"
     assert p.fallbacks[:2] == ["gpt-4.1-nano", "claude-3-haiku-20240307"]
-    spec = SETTINGS.models["gemini-2.0-flash"]
-    assert p.estimated_cost_usd == pytest.approx(spec.cost_usd(p.estimated_input_tokens, p.estimated_output_tokens))
+    usage = TokenUsage(input_tokens=p.estimated_input_tokens, output_tokens=p.estimated_output_tokens)
+    assert p.estimated_cost_usd == pytest.approx(SETTINGS.catalog.cost("gemini-2.0-flash", usage))
     assert p.baseline.model == SETTINGS.baseline_model
     assert p.baseline.input_tokens > p.estimated_input_tokens
     assert p.estimated_savings_usd == pytest.approx(p.baseline.cost_usd - p.estimated_cost_usd)
@@ -58,7 +59,7 @@ def test_max_cost_rejects_expensive_models_and_impossible_cost_is_a_clear_error(
 
 
 def test_unknown_preferred_model_is_an_error_listing_known_models():
-    with pytest.raises(PlanningError, match="unknown model.*gpt-9.*known models: .*gpt-4o-mini"):
+    with pytest.raises(PlanningError, match="unknown model.*gpt-9.*catalog models: .*gpt-4o-mini"):
         make_plan(options=RequestOptions(preferred_models=["gpt-9"]))
 
 
