@@ -15,8 +15,17 @@ def client(api):
 
 
 def test_models_lists_auto_and_the_catalog(client):
-    ids = [model.id for model in client.models.list()]
+    models = list(client.models.list())
+    ids = [model.id for model in models]
     assert ids[0] == "auto" and set(ids[1:]) == set(load_settings().models)
+    # the catalog's fields ride along, as `orchestrator models --json` shows them
+    entries = {entry.name: entry.model_dump() for entry in load_settings().catalog.entries()}
+    for model in models[1:]:
+        extra = model.model_extra
+        assert extra == {key: value for key, value in entries[model.id].items() if key not in {"name", "provider"}}
+    mini = next(model for model in models if model.id == "gpt-4o-mini").model_extra
+    assert (mini["input_usd_per_mtok"], mini["output_usd_per_mtok"], mini["tier"]) == (0.15, 0.6, "moderate")
+    assert mini["price_source"].startswith("genai-prices ") and mini["context_window"] == 128_000
 
 
 def test_a_model_is_retrieved_by_name(client):
@@ -24,6 +33,8 @@ def test_a_model_is_retrieved_by_name(client):
         "anthropic",
         "auto",
     )
+    older = client.models.retrieve("gpt-4-turbo")  # outside the catalog, priced by the library
+    assert older.owned_by == "openai"
     with pytest.raises(openai.NotFoundError) as error:
         client.models.retrieve("gpt-9")
     assert error.value.code == "model_not_found"
