@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from shared.pricing import TokenUsage
+from shared.pricing import Percent, TokenUsage, Usd, saved_pct
 from shared.providers.base import Completion
 from shared.routing import Plan
 from shared.settings import Settings
@@ -20,11 +20,11 @@ from shared.settings import Settings
 class Bill(BaseModel):
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: Usd
     baseline_input_tokens: int
-    baseline_cost_usd: float
-    savings_usd: float
-    savings_pct: float
+    baseline_cost_usd: Usd
+    savings_usd: Usd
+    savings_pct: Percent
     tokens_saved: int
 
 
@@ -59,6 +59,6 @@ def bill(
         baseline_input_tokens=baseline_input,
         baseline_cost_usd=baseline,
         savings_usd=savings,
-        savings_pct=100 * savings / baseline if baseline else 0.0,
+        savings_pct=saved_pct(cost, baseline),
         tokens_saved=baseline_input - usage.input_tokens,
     )

@@ -17,6 +17,7 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, Field
 
+from shared.errors import BudgetExhausted
 from shared.jobs import JobRecord
 from shared.routing import Plan
 from shared.settings import Settings
@@ -35,10 +36,6 @@ class ApiKey(BaseModel):
     rate_per_minute: int | None = None
 
 
-class BudgetExhausted(Exception):
-    pass
-
-
 def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -51,6 +48,8 @@ def worst_case_cost(plan: Plan, settings: Settings) -> float:
         s.output.highest for s in sheets
     )
 
+
+_UNLIMITED = 1e18  # what "no budget" reserves against: Lua reads no infinity
 
 # KEYS: spend. ARGV: amount, budget, ttl. Returns 1 when reserved.
 _RESERVE = """
@@ -139,13 +138,13 @@ class KeyStore:
     def spent(self, api_key: ApiKey) -> float:
         return float(self.redis.get(self.spend_key(api_key)) or 0)
 
-    def reserve(self, api_key: ApiKey, amount: float) -> str | None:
-        """Reserve `amount` of the key's budget; the spend key to settle against, None when unlimited."""
-        if api_key.budget_usd is None:
-            return None
+    def reserve(self, api_key: ApiKey, amount: float) -> str:
+        """Reserve `amount` of the key's budget; the spend key to settle against. A key without a budget is never
+        refused, but its spend is kept all the same (`orchestrator keys list` shows it)."""
         spend = self.spend_key(api_key)
         ttl = 2 * 86_400 if api_key.budget_period == "day" else 32 * 86_400
-        if not self._reserve(keys=[spend], args=[repr(amount), repr(api_key.budget_usd), ttl]):
+        budget = api_key.budget_usd if api_key.budget_usd is not None else _UNLIMITED
+        if not self._reserve(keys=[spend], args=[repr(amount), repr(budget), ttl]):
             raise BudgetExhausted(
                 f"the budget of ${api_key.budget_usd:.4f} per {api_key.budget_period} of key {api_key.name!r} "
                 f"cannot cover this request (worst case ${amount:.6f}, already spent or reserved "

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import redis
 from pydantic import BaseModel
 
-from shared.jobs import JobRecord, JobStatus, JobStore
+from shared.job_store import JobStore
+from shared.jobs import JobRecord, JobStatus
+from shared.pricing import Percent, Usd, saved_pct
 from shared.settings import Settings
 from shared.store import key
 
@@ -38,10 +40,10 @@ class BatchSummary(BaseModel):
     progress: float
     input_tokens: int
     output_tokens: int
-    cost_usd: float
-    baseline_cost_usd: float
-    savings_usd: float
-    savings_pct: float
+    cost_usd: Usd
+    baseline_cost_usd: Usd
+    savings_usd: Usd
+    savings_pct: Percent
 
 
 class BatchStore:
@@ -111,7 +113,7 @@ class BatchStore:
             cost_usd=cost,
             baseline_cost_usd=baseline,
             savings_usd=baseline - cost,
-            savings_pct=round(100 * (baseline - cost) / baseline, 2) if baseline else 0.0,
+            savings_pct=saved_pct(cost, baseline),
         )
 
 

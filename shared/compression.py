@@ -134,16 +134,19 @@ def summary_tokens_per_chunk(budget: int, chunks: int) -> int:
     return max(64, min(1024, budget // (2 * chunks)))
 
 
-def preprocessing_worst_case_usd(work: Preprocessing, document_tokens: int, settings: Settings) -> float:
-    """The most the LLM strategies' summaries can cost: every chunk read (with its overlap) and summarised at the
-    summariser chain's dearest prices, plus one reduce level writing the whole budget."""
+def summaries_cost_usd(work: Preprocessing, document_tokens: int, settings: Settings, worst_case: bool) -> float:
+    """What the LLM strategies' summaries cost: every chunk read (with its overlap) and summarised, plus one reduce
+    level writing the whole budget. `worst_case` prices it all at the summariser chain's dearest rates (what a
+    budget must reserve); otherwise at its first model's (what to expect)."""
     if not work.strategy.needs_llm or not work.llm_chain:
         return 0.0
     chunking = settings.document_processing.chunking
     chunks = max(1, -(-document_tokens // (chunking.default_chunk_size - chunking.overlap_size)))
-    sheets = [settings.catalog.sheet(model) for model in work.llm_chain]
     read = document_tokens + chunks * (chunking.overlap_size + 100)
     written = chunks * summary_tokens_per_chunk(work.budget, chunks) + work.budget
+    if not worst_case:
+        return settings.catalog.estimate(work.llm_chain[0], read, written)
+    sheets = [settings.catalog.sheet(model) for model in work.llm_chain]
     return read * max(s.input.highest for s in sheets) + written * max(s.output.highest for s in sheets)
 
 

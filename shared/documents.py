@@ -10,13 +10,10 @@ import hashlib
 
 from pydantic import BaseModel
 
+from shared.errors import NotText
 from shared.settings import Settings
 from shared.store import key, redis_client
 from shared.tokens import count_tokens
-
-
-class NotText(ValueError):
-    """The upload is not UTF-8 text."""
 
 
 class DocumentInfo(BaseModel):

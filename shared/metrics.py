@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, Field
 
+from shared.pricing import Percent, Usd, saved_pct
 from shared.settings import Settings
 from shared.store import key, script
 
@@ -169,11 +170,11 @@ class MetricsReport(BaseModel):
     baseline_tokens: int
     total_tokens_saved: int
     tokens_saved_pct: float
-    total_cost_usd: float
-    avg_cost_usd: float
-    baseline_cost_usd: float
-    savings_usd: float
-    savings_pct: float
+    total_cost_usd: Usd
+    avg_cost_usd: Usd
+    baseline_cost_usd: Usd
+    savings_usd: Usd
+    savings_pct: Percent
     requests_per_minute: float
     intent_distribution: dict[str, int]
     model_distribution: dict[str, int]
@@ -246,6 +247,7 @@ def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
     tokens = count("input_tokens") + count("output_tokens")
     cost, baseline_cost = m.get("cost_usd", 0.0), m.get("baseline_cost_usd", 0.0)
     hits, misses = count("cache_hits"), count("cache_misses")
+    baseline_tokens = count("baseline_tokens")
 
     def distribution(prefix: str) -> dict[str, int]:
         found = {name[len(prefix) :]: int(value) for name, value in m.items() if name.startswith(prefix)}
@@ -266,16 +268,16 @@ def report(period: str, m: dict[str, float], minutes: int) -> MetricsReport:
         output_tokens=count("output_tokens"),
         total_tokens=tokens,
         avg_tokens=round(tokens / successes, 1) if successes else 0.0,
-        baseline_tokens=count("baseline_tokens"),
+        baseline_tokens=baseline_tokens,
         total_tokens_saved=count("tokens_saved"),
-        tokens_saved_pct=round(100 * count("tokens_saved") / count("baseline_tokens"), 2)
-        if count("baseline_tokens")
-        else 0.0,
+        tokens_saved_pct=round(
+            saved_pct(count("baseline_tokens") - count("tokens_saved"), count("baseline_tokens")), 2
+        ),
         total_cost_usd=round(cost, 8),
         avg_cost_usd=round(cost / successes, 8) if successes else 0.0,
         baseline_cost_usd=round(baseline_cost, 8),
         savings_usd=round(baseline_cost - cost, 8),
-        savings_pct=round(100 * (baseline_cost - cost) / baseline_cost, 2) if baseline_cost else 0.0,
+        savings_pct=round(saved_pct(cost, baseline_cost), 2),
         requests_per_minute=round(requests / minutes, 3),
         intent_distribution=distribution("intent:"),
         model_distribution=distribution("model:"),

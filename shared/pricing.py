@@ -15,11 +15,31 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from importlib.metadata import version
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 LIBRARY = f"genai-prices {version('genai-prices')}"
+
+
+#: An amount of money in USD, written to 10 decimal places (a billionth of a cent): sums of float prices carry
+#: binary noise (0.00006170000000000001) that nobody should read in a job record.
+def usd(value: float) -> float:
+    return round(value, 10)
+
+
+def saved_pct(spent: float, baseline: float) -> float:
+    """What was saved against `baseline`, as a percentage (0 when there was no baseline cost)."""
+    return 100 * (baseline - spent) / baseline if baseline else 0.0
+
+
+Usd = Annotated[float, PlainSerializer(usd, return_type=float)]
+UsdOrNone = Annotated[float | None, PlainSerializer(lambda v: None if v is None else usd(v), return_type=float | None)]
+#: A percentage, written to 2 decimal places.
+Percent = Annotated[float, PlainSerializer(lambda value: round(value, 2), return_type=float)]
+PercentOrNone = Annotated[
+    float | None, PlainSerializer(lambda v: None if v is None else round(v, 2), return_type=float | None)
+]
 _PER_MTOK = 1_000_000
 
 

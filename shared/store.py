@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import functools
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.commands.core import Script
 
+from shared.errors import StoreUnavailable
 from shared.settings import Settings
 
-
-class StoreUnavailable(Exception):
-    """Redis cannot be reached; the front ends answer 503 and retry on the next request."""
+__all__ = ["StoreUnavailable", "key", "redis_client", "script", "shown_url"]
 
 
 #: Connections per process. A worker runs hundreds of threads; redis-py's default pool (100, then an error) would
@@ -51,3 +51,13 @@ def script(client: redis.Redis, source: str) -> Script:
 
 def key(settings: Settings, *parts: str) -> str:
     return settings.redis_prefix + ":".join(parts)
+
+
+def shown_url(url: str) -> str:
+    """A Redis URL fit for a message or a log: its password replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -12,6 +12,8 @@ from datetime import UTC, date, datetime
 
 from pydantic import BaseModel, Field
 
+from shared.errors import PlanningError
+from shared.pricing import Usd
 from shared.prompts import system_prompt
 from shared.routing.analysis import Analysis, RequestOptions
 from shared.settings import ModelSpec, Settings, Tier
@@ -19,14 +21,6 @@ from shared.tokens import count_tokens
 
 #: Expected answer length per tier, for estimates before the call (the real usage replaces it afterwards).
 EXPECTED_OUTPUT_TOKENS = {Tier.simple: 150, Tier.moderate: 500, Tier.complex: 1200}
-
-
-class PlanningError(Exception):
-    """No model satisfies the constraints. `reasons` maps each candidate to why it was rejected."""
-
-    def __init__(self, message: str, reasons: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.reasons = reasons or {}
 
 
 class Constraints(BaseModel):
@@ -54,7 +48,7 @@ class Estimate(BaseModel):
     model: str
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: Usd
 
 
 class Plan(BaseModel):
@@ -66,10 +60,13 @@ class Plan(BaseModel):
     max_output_tokens: int
     estimated_input_tokens: int
     estimated_output_tokens: int
-    estimated_cost_usd: float
+    estimated_cost_usd: Usd
     baseline: Estimate
-    estimated_savings_usd: float
+    estimated_savings_usd: Usd
     preprocess: bool = Field(description="The document must be compressed to fit the chosen model.")
+    document_cost_usd: Usd = Field(
+        0.0, description="Expected cost of compressing the document (chunk summaries), in estimated_cost_usd."
+    )
     document_budget_tokens: int | None = None
     rejected: dict[str, str] = {}
 
