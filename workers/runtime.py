@@ -12,7 +12,7 @@ from shared.cache import ResponseCache
 from shared.compression import SummaryCache
 from shared.documents import DocumentStore
 from shared.execution import Executor
-from shared.jobs import JobStore
+from shared.job_store import JobStore
 from shared.metrics import MetricsRecorder
 from shared.services.manager import ServiceManager
 from shared.settings import Settings, get_settings

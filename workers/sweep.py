@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from shared.jobs import JobStore
+from shared.job_store import JobStore
 from shared.store import key
 from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app, task_message
 from workers.runtime import services

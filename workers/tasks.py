@@ -18,7 +18,9 @@ from celery.utils.log import get_task_logger
 from shared.accounting import bill, usage_of
 from shared.auth import settle_job
 from shared.execution import Cancelled, ChainExhausted
-from shared.jobs import JobRecord, JobStatus, JobStore, Usage
+from shared.job_store import JobStore
+from shared.jobs import JobRecord, JobStatus, Usage
+from shared.pricing import saved_pct
 from shared.services.toolbox import Toolbox
 from workers.celery_app import EXECUTE_TASK, app
 from workers.runtime import Services, services
@@ -66,7 +68,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": record.status}
     try:
         document = _document_text(record)
-        relay = (lambda text: store.append_delta(job_id, text)) if record.input.stream else None
+        relay = (lambda text: store.answers.append(job_id, text)) if record.input.stream else None
         cancelled = lambda: store.status(job_id) == JobStatus.cancelled  # noqa: E731
         toolbox = _toolbox(record, runtime)
         if toolbox:
@@ -114,9 +116,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             cost_usd=charge.cost_usd + preprocessing,
             baseline_cost_usd=charge.baseline_cost_usd,
             savings_usd=charge.savings_usd - preprocessing,
-            savings_pct=100 * (charge.savings_usd - preprocessing) / charge.baseline_cost_usd
-            if charge.baseline_cost_usd
-            else 0.0,
+            savings_pct=saved_pct(charge.cost_usd + preprocessing, charge.baseline_cost_usd),
             attempts=served.attempts,
             tool_calls=served.tool_calls,
         )
@@ -164,6 +164,6 @@ def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord |
     if not store.finish(record.id, counted=finished.outcome(), **fields):
         return None
     if record.input.stream:
-        store.close_stream(record.id, fields["status"])
+        store.answers.close(record.id, fields["status"])
     settle_job(store.settings, store.redis, finished, finished.cost_usd or 0.0)
     return finished

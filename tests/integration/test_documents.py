@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import standard_library_source
-from shared.jobs import JobStore
+from shared.job_store import JobStore
 from shared.metrics import read_metrics
 from shared.settings import get_settings
 from shared.store import key

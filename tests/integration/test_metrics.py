@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from api.submission import JobRequest, propose
-from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, new_job_id
+from shared.job_store import JobStore
+from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
 from shared.metrics import (
     LATENCY_STEPS_PER_DECADE,
     RETENTION_SECONDS,
@@ -23,6 +23,8 @@ from shared.metrics import (
     bucket_key,
     read_metrics,
 )
+from shared.planning import Planner
+from shared.requests import JobRequest
 from shared.settings import get_settings
 from tests.integration.conftest import poll
 
@@ -126,7 +128,7 @@ def test_a_job_is_counted_once_and_buckets_expire(recorder):
 def test_finishing_a_job_counts_it_in_the_same_step_and_only_once(recorder):
     settings, client, metrics = recorder
     store = JobStore(settings, client)
-    proposal = propose(JobRequest(request="What is a noun?"), settings, require_keys=False)
+    proposal = Planner(settings).propose(JobRequest(request="What is a noun?"))
     records = [
         JobRecord(
             id=new_job_id(),

@@ -1,0 +1,233 @@
+"""Where job records live: Redis hashes with a TTL, changed only by the scripts below while the job is unfinished.
+
+A record is a hash with one JSON value per top-level field, so the front end, the preprocess chord and the LLM
+worker can each write their own fields without reading and rewriting the whole record. Every write goes through a
+script that first checks the job is still open (exists, not finished): a late or duplicate worker is harmless, and
+a late write never resurrects an expired job as a partial hash.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from pydantic_core import to_json
+
+from shared.answers import AnswerStream
+from shared.deliveries import DeliveryNotes
+from shared.jobs import JobRecord, JobStatus
+from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
+from shared.settings import Settings
+from shared.store import key, redis_client, script
+
+#: Adds a job's task message to the Redis pipeline that stores or notes the job (`workers.celery_app.task_message`).
+Enqueue = Callable[[redis.client.Pipeline], None]
+
+# The status of the record KEYS[1], and whether the job is open: it exists and has not finished.
+_OPEN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+local open = status and status ~= '"succeeded"' and status ~= '"failed"' and status ~= '"cancelled"'
+"""
+
+# Set fields of an open job and refresh its TTL. ARGV[1] the TTL, then field/value pairs.
+_UPDATE = (
+    _OPEN
+    + """
+if not open then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+)
+
+# One chunk of the job's document is done: count it and set progress and stage in one step, so concurrent chunk
+# tasks never move progress backwards. ARGV[1] total chunks, ARGV[2] share of progress.
+_CHUNK_DONE = (
+    _OPEN
+    + """
+if not open then return -1 end
+local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+local total = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'progress', string.format('%.4f', tonumber(ARGV[2]) * done / total),
+           'stage', '"preprocessing chunk ' .. done .. '/' .. total .. '"')
+return done
+"""
+)
+
+# Claim a job for a delivery: an open job is marked running and its delivery counted, and the delivery note dropped
+# (shared/deliveries.py); the record is returned as it then is (finished or not), in one round trip. KEYS[2] the
+# queue's undelivered notes, KEYS[3] the newest-claimed marks; ARGV[1] TTL, ARGV[2] job id, ARGV[3] queue, then
+# field/value pairs.
+_CLAIM = (
+    _OPEN
+    + """
+if not status then return {} end
+if open then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+  redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+local sent_at = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if sent_at then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  local newest = redis.call('HGET', KEYS[3], ARGV[3])
+  if not newest or tonumber(sent_at) > tonumber(newest) then redis.call('HSET', KEYS[3], ARGV[3], sent_at) end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# Finish an open job, wake its waiters and count it in the metrics, in one step; 0 if it was already finished.
+# KEYS[2] its done list, KEYS[3..6] the metrics' (none: not counted); ARGV[1] TTL, ARGV[2] the number n of
+# field/value arguments that follow, then those, then the metrics' arguments.
+_FINISH = (
+    RECORD_FUNCTION
+    + _OPEN
+    + """
+if not open then return 0 end
+local n = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], 600)
+if #KEYS > 2 then record_outcome({KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, {unpack(ARGV, 3 + n)}) end
+return 1
+"""
+)
+
+
+def _json(value: Any) -> str:
+    """One field's stored JSON; pydantic-core's serializer handles models, lists of them and plain values alike,
+    at a third of the cost of `model_dump` and `json.dumps`."""
+    return to_json(value).decode()
+
+
+def _pairs(fields: dict[str, Any]) -> list[str]:
+    pairs: list[str] = []
+    for name, value in fields.items():
+        pairs += [name, _json(value)]
+    return pairs
+
+
+def _parse(raw: dict[str, str]) -> JobRecord | None:
+    """A record from its hash (each field JSON); None for a missing one. The fields are spliced into one JSON
+    object and validated by pydantic-core in one pass: a fifth of the cost of decoding them one by one."""
+    if not raw:
+        return None
+    return JobRecord.model_validate_json("{" + ",".join(f'"{name}":{value}' for name, value in raw.items()) + "}")
+
+
+def _record(flat: list[str]) -> JobRecord | None:
+    """A record from a script's flat HGETALL reply."""
+    return _parse(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+class JobStore:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.redis = client or redis_client(settings)
+        self.answers = AnswerStream(settings, self.redis)
+        self.deliveries = DeliveryNotes(settings, self.redis)
+        self._update = script(self.redis, _UPDATE)
+        self._chunk_done = script(self.redis, _CHUNK_DONE)
+        self._claim = script(self.redis, _CLAIM)
+        self._finish = script(self.redis, _FINISH)
+
+    def _key(self, job_id: str) -> str:
+        return key(self.settings, "job", job_id)
+
+    def _done_key(self, job_id: str) -> str:
+        return key(self.settings, "job", job_id, "done")
+
+    def create(self, record: JobRecord, sent_to: str | None = None, enqueue: Enqueue | None = None) -> None:
+        """Store a new record; `sent_to` is the queue its execution message is about to be sent to. `enqueue` adds
+        that message's commands to the same transaction: record and message then reach Redis together or not at
+        all, in one round trip."""
+        fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key(record.id), mapping=fields)
+            pipe.expire(self._key(record.id), self.settings.job_ttl_seconds)
+            if sent_to:
+                self.deliveries.note(pipe, record.id, sent_to, record.created_at)
+            if enqueue is not None:
+                enqueue(pipe)
+            pipe.execute()
+
+    def sending(self, job_id: str, queue: str, enqueue: Enqueue) -> None:
+        """Send the job's execution message to `queue` (`enqueue` adds it), noted in the same transaction as sent
+        there and not yet taken by a worker (shared/deliveries.py)."""
+        with self.redis.pipeline() as pipe:
+            self.deliveries.note(pipe, job_id, queue)
+            enqueue(pipe)
+            pipe.execute()
+
+    def lost(self, queue: str, grace_s: float) -> list[str]:
+        """Queued jobs whose message to `queue` was taken by a worker and lost (see `DeliveryNotes.lost`)."""
+        return self.deliveries.lost(queue, grace_s, self._key("{}"))
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return _parse(self.redis.hgetall(self._key(job_id)))
+
+    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key(job_id))
+            raws = pipe.execute()
+        return [_parse(raw) for raw in raws]
+
+    def status(self, job_id: str) -> JobStatus | None:
+        raw = self.redis.hget(self._key(job_id), "status")
+        return JobStatus(json.loads(raw)) if raw else None
+
+    def update(self, job_id: str, **fields: Any) -> bool:
+        """Set some fields of an unfinished job; False if it is finished or gone (the write is then dropped)."""
+        return bool(self._update(keys=[self._key(job_id)], args=[self.settings.job_ttl_seconds, *_pairs(fields)]))
+
+    def claim(self, job_id: str, queue: str, **fields: Any) -> JobRecord | None:
+        """Mark an unfinished job running (`fields`) and count the delivery, taken from `queue`; the record,
+        finished or not."""
+        deliveries = self.deliveries
+        return _record(
+            self._claim(
+                keys=[self._key(job_id), deliveries.undelivered_key(queue), deliveries.newest_claimed_key()],
+                args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
+            )
+        )
+
+    def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> bool:
+        """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as
+        `MetricsRecorder.record`); False if it had finished already, and then nothing is counted."""
+        pairs = _pairs(fields)
+        keys, args = [self._key(job_id), self._done_key(job_id)], [self.settings.job_ttl_seconds, len(pairs), *pairs]
+        if counted is not None:
+            metric_keys, metric_args = recording(self.settings, counted)
+            keys, args = keys + metric_keys, args + metric_args
+        return bool(self._finish(keys=keys, args=args))
+
+    def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
+        """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""
+        return int(self._chunk_done(keys=[self._key(job_id)], args=[total, share]))
+
+    def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Block until the job is terminal or the timeout passes; return the record as it then is.
+
+        The finishing worker pushes a token on the job's done list; BLMOVE waits for it and puts it straight back
+        (one atomic step), so every waiter wakes, at once if the job finished before the wait began. The record's
+        read is pipelined behind the BLMOVE: Redis answers it as soon as the wait ends, in the same round trip.
+        Each wait is at most 2 s, under the client's socket timeout (redis-py's default is 5 s); the record read
+        after each also catches a job that ended without a token (cancelled through another path, or expired).
+        """
+        done, record_key = self._done_key(job_id), self._key(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.blmove(done, done, max(0.01, min(remaining, 2.0)), "LEFT", "RIGHT")
+                pipe.hgetall(record_key)
+                token, raw = pipe.execute()
+            record = _parse(raw)
+            if token or record is None or record.status.terminal or remaining <= 0:
+                return record
