@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from celery import Celery
 from pydantic import BaseModel, Field, ValidationError
 
-from api.submission import JobRequest, NoProviderConfigured, ToolCatalog, UnknownDocument, propose, submit
-from shared.auth import ApiKey, BudgetExhausted
+from shared.auth import ApiKey
 from shared.batches import BatchItem
-from shared.breaker import CircuitBreakers
-from shared.jobs import JobStore
-from shared.routing import PlanningError, RequestOptions
-from shared.settings import Settings
+from shared.errors import OrchestratorError
+from shared.orchestrator import Orchestrator
+from shared.planning import Planner
+from shared.pricing import Percent, Usd, saved_pct
+from shared.requests import JobRequest
+from shared.routing import RequestOptions
 
 
 class BatchRequest(BaseModel):
@@ -46,9 +46,9 @@ class PlannedItem(BaseModel):
     tier: str | None = None
     model: str | None = None
     tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Usd = 0.0
     baseline_tokens: int = 0
-    baseline_cost_usd: float = 0.0
+    baseline_cost_usd: Usd = 0.0
     error: str | None = None
 
 
@@ -57,11 +57,11 @@ class DryRun(BaseModel):
     planned: int
     refused: int
     tokens: int
-    cost_usd: float
+    cost_usd: Usd
     baseline_tokens: int
-    baseline_cost_usd: float
-    savings_usd: float
-    savings_pct: float
+    baseline_cost_usd: Usd
+    savings_usd: Usd
+    savings_pct: Percent
 
 
 def parse_jsonl(text: str) -> list[tuple[int, dict[str, Any] | str]]:
@@ -91,23 +91,19 @@ def refusal_reason(error: Exception) -> str:
     return str(error)
 
 
-REFUSALS = (ValidationError, ValueError, PlanningError, UnknownDocument, NoProviderConfigured, BudgetExhausted)
+#: What refuses one line of a batch without refusing the batch: its body, its plan, its document, the budget.
+REFUSALS = (ValidationError, ValueError, OrchestratorError)
 
 
 def submit_lines(
-    lines: list[tuple[int, dict[str, Any] | str]],
-    settings: Settings,
-    store: JobStore,
-    celery: Celery,
-    api_key: ApiKey | None = None,
-    tools: ToolCatalog | None = None,
+    lines: list[tuple[int, dict[str, Any] | str]], orchestrator: Orchestrator, api_key: ApiKey | None = None
 ) -> list[BatchItem]:
     """Submit each line; a line that cannot be planned, or that the caller's budget cannot cover, is refused."""
-    open_breakers = CircuitBreakers(settings, store.redis).unavailable()
+    open_breakers = orchestrator.breakers.unavailable()
     items = []
     for number, value in lines:
         try:
-            record = submit(as_job(value), settings, store, celery, open_breakers, api_key=api_key, tools=tools)
+            record = orchestrator.submit(as_job(value), api_key=api_key, open_breakers=open_breakers)
         except REFUSALS as error:
             items.append(BatchItem(line=number, error=refusal_reason(error)))
         else:
@@ -115,11 +111,12 @@ def submit_lines(
     return items
 
 
-def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], settings: Settings) -> DryRun:
+def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], planner: Planner | Orchestrator) -> DryRun:
+    """Every line planned, nothing run: a `Planner` needs no store, an `Orchestrator` also reads `document_id`s."""
     items = []
     for number, value in lines:
         try:
-            proposal = propose(as_job(value), settings, require_keys=False)
+            proposal = planner.propose(as_job(value))
         except REFUSALS as error:
             items.append(PlannedItem(line=number, error=refusal_reason(error)))
             continue
@@ -147,5 +144,5 @@ def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], settings: Settings
         baseline_tokens=sum(item.baseline_tokens for item in items),
         baseline_cost_usd=baseline,
         savings_usd=baseline - cost,
-        savings_pct=round(100 * (baseline - cost) / baseline, 2) if baseline else 0.0,
+        savings_pct=saved_pct(cost, baseline),
     )

@@ -13,7 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from api.submission import JobRequest, propose
+from shared.planning import Planner
+from shared.pricing import saved_pct
+from shared.requests import JobRequest
 from shared.settings import Settings
 from shared.tokens import count_tokens
 
@@ -113,7 +115,7 @@ class DemoRow(BaseModel):
 def demo_rows(settings: Settings) -> list[DemoRow]:
     rows = []
     for kind, body in demo_requests():
-        proposal = propose(body, settings, require_keys=False)
+        proposal = Planner(settings).propose(body)
         plan = proposal.plan
         rows.append(
             DemoRow(
@@ -142,9 +144,9 @@ def totals(rows: list[DemoRow]) -> dict[str, Any]:
         "without_tokens": without_tokens,
         "with_tokens": with_tokens,
         "tokens_saved": without_tokens - with_tokens,
-        "tokens_saved_pct": round(100 * (without_tokens - with_tokens) / without_tokens, 1),
+        "tokens_saved_pct": round(saved_pct(with_tokens, without_tokens), 1),
         "without_cost_usd": round(without_cost, 6),
         "with_cost_usd": round(with_cost, 6),
         "savings_usd": round(without_cost - with_cost, 6),
-        "savings_pct": round(100 * (without_cost - with_cost) / without_cost, 1),
+        "savings_pct": round(saved_pct(with_cost, without_cost), 1),
     }

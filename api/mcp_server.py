@@ -20,28 +20,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from api.submission import (
-    DocumentTooLarge,
-    JobAccepted,
-    JobRequest,
-    NoProviderConfigured,
-    Proposal,
-    UnknownDocument,
-    cancel,
-    propose,
-    submit,
-)
-from shared.auth import ApiKey, BudgetExhausted, KeyStore
-from shared.jobs import JobInput, JobRecord, JobStatus, JobStore, Usage, new_job_id
-from shared.metrics import MetricsRecorder, MetricsReport, read_metrics
+from shared.auth import ApiKey
+from shared.errors import OrchestratorError
+from shared.jobs import JobInput, JobRecord, JobStatus, Usage, new_job_id
+from shared.metrics import MetricsReport
+from shared.orchestrator import Orchestrator
+from shared.pricing import Percent, Usd
 from shared.prompts import system_prompt, user_prompt
 from shared.providers.base import StopReason, stop_reason
-from shared.routing import PlanningError, RequestOptions
-from shared.services.manager import ServiceManager
+from shared.requests import JobAccepted, JobRequest, Proposal
+from shared.routing import RequestOptions
 from shared.services.models import ServiceState, ToolResult
 from shared.services.toolbox import gateway_call
-from shared.settings import Settings
-from workers.celery_app import app as celery
 
 HOST_PROVIDER = "mcp-host"
 _POLL_SECONDS = 0.1
@@ -58,10 +48,10 @@ class JobResult(BaseModel):
     stop_reason: StopReason | None = None
     model: str | None
     usage: Usage | None
-    cost_usd: float | None
-    baseline_cost_usd: float | None
-    savings_usd: float | None
-    savings_pct: float | None
+    cost_usd: Usd | None
+    baseline_cost_usd: Usd | None
+    savings_usd: Usd | None
+    savings_pct: Percent | None
     error: str | None
     document_tokens_sent: int | None = None
     document_tokens_saved: int | None = None
@@ -87,7 +77,8 @@ class JobResult(BaseModel):
         )
 
 
-def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -> MCPServer:
+def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
+    settings, tools = orchestrator.settings, orchestrator.tools
     server = MCPServer(
         "dynamic-orchestrator",
         instructions=(
@@ -115,24 +106,22 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
             raise ToolError(f"invalid arguments: {error.errors()[0]['msg']}") from None
 
     async def run(function, *args):
+        """Run in a worker thread; the orchestrator's errors are tool errors the client reads."""
         try:
             return await anyio.to_thread.run_sync(function, *args)
-        except (PlanningError, NoProviderConfigured, UnknownDocument, BudgetExhausted, DocumentTooLarge) as error:
-            raise ToolError(str(error)) from None
+        except OrchestratorError as error:
+            raise ToolError(error.message) from None
 
     def needs_services(job: JobRequest) -> bool:
         if tools is None or not settings.mcp_services:
             return False
-        selection = propose(job, settings, require_keys=False, tools=tools).services
+        selection = orchestrator.propose(job).services
         return bool(selection and selection.services)
 
-    async def queue(job: JobRequest, ctx: Context) -> tuple[JobStore, JobRecord]:
+    async def queue(job: JobRequest, ctx: Context) -> JobRecord:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
-        store = JobStore(settings)
-        breakers = tools.breakers if tools else None
-        return store, await run(
-            partial(submit, api_key=_caller(ctx, store), tools=tools, breakers=breakers), job, settings, store, celery
-        )
+        caller = await run(_caller, ctx, orchestrator)
+        return await run(partial(orchestrator.submit, api_key=caller), job)
 
     @server.tool()
     async def orchestrate(
@@ -155,29 +144,31 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
             and _host_can_sample(ctx)
             and not await run(needs_services, job)
         ):  # sampling cannot run the tool-call loop
-            return await _from_host(job, ctx, settings)
-        store, record = await queue(job, ctx)
+            return await _from_host(job, ctx, orchestrator)
+        record = await queue(job, ctx)
         try:
-            return JobResult.of(await _follow(store, record.id, ctx, wait_seconds))
+            return JobResult.of(await _follow(orchestrator, record.id, ctx, wait_seconds))
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_cancel, store, record.id)
+                await anyio.to_thread.run_sync(_cancel_quietly, orchestrator, record.id)
             raise
 
     @server.tool()
     async def analyze_request(
-        request: str, context: dict[str, Any] | None = None, options: RequestOptions | None = None
+        request: str,
+        context: dict[str, Any] | None = None,
+        options: RequestOptions | None = None,
+        document_id: str | None = None,
     ) -> Proposal:
-        """Intent, complexity tier, token counts and the plan (model, fallbacks, estimated and baseline cost),
-        without running anything, and the downstream services and tools it would be offered."""
-        return await run(lambda: propose(body(request, context, options), settings, require_keys=False, tools=tools))
+        """Intent, skill, difficulty, the tier the quality target calls for, token counts and the plan (model,
+        fallbacks, estimated and baseline cost, a document's compression), without running anything, and the
+        downstream services and tools it would be offered."""
+        return await run(orchestrator.propose, body(request, context, options, document_id=document_id))
 
     @server.tool()
     async def list_services() -> list[ServiceState]:
         """The downstream MCP services this orchestrator routes to: their state, tools and circuit breaker."""
-        if tools is None:
-            return []
-        return await anyio.to_thread.run_sync(tools.states)
+        return await anyio.to_thread.run_sync(orchestrator.services)
 
     @server.tool()
     async def call_service_tool(service: str, tool: str, arguments: dict[str, Any] | None = None) -> ToolResult:
@@ -191,7 +182,7 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
     async def get_metrics(period: Literal["1m", "5m", "1h", "1d"] = "5m") -> MetricsReport:
         """Requests, tokens, cost, savings against the baseline, latency percentiles and distributions over the
         last minute, 5 minutes, hour or day."""
-        return await run(lambda: read_metrics(settings, JobStore(settings).redis, period))
+        return await run(orchestrator.metrics_report, period)
 
     @server.tool()
     async def submit_job(
@@ -203,35 +194,28 @@ def create_mcp_server(settings: Settings, tools: ServiceManager | None = None) -
         document_id: str | None = None,
     ) -> JobAccepted:
         """Queue a request and return at once with its job id; poll it with get_job."""
-        _, record = await queue(body(request, context, options, document, document_id), ctx)
+        record = await queue(body(request, context, options, document, document_id), ctx)
         return JobAccepted.of(record)
 
     @server.tool()
     async def get_job(job_id: str) -> JobResult:
         """A job's status, progress, answer, tokens, cost and savings."""
-        record = await anyio.to_thread.run_sync(JobStore(settings).get, job_id)
-        if record is None:
-            raise ToolError(f"no job {job_id} (unknown or expired)")
-        return JobResult.of(record)
+        return JobResult.of(await run(orchestrator.job, job_id))
 
     @server.tool()
     async def cancel_job(job_id: str) -> JobResult:
         """Cancel a queued or running job."""
-        store = JobStore(settings)
-        if not await anyio.to_thread.run_sync(_cancel, store, job_id):
-            current = await anyio.to_thread.run_sync(store.status, job_id)
-            raise ToolError(f"no job {job_id}" if current is None else f"job {job_id} already {current}")
-        return JobResult.of(await anyio.to_thread.run_sync(store.get, job_id))
+        return JobResult.of(await run(orchestrator.cancel, job_id, "cancelled by the MCP client"))
 
     return server
 
 
-async def _follow(store: JobStore, job_id: str, ctx: Context, wait_seconds: float) -> JobRecord:
+async def _follow(orchestrator: Orchestrator, job_id: str, ctx: Context, wait_seconds: float) -> JobRecord:
     """Wait for the job, sending a progress notification whenever its stage changes."""
     deadline = time.monotonic() + wait_seconds
     last = None
     while True:
-        record = await anyio.to_thread.run_sync(store.get, job_id)
+        record = await anyio.to_thread.run_sync(orchestrator.jobs.get, job_id)
         if record is None:
             raise ToolError(f"job {job_id} disappeared (expired)")
         step = (record.status, record.stage)
@@ -243,14 +227,14 @@ async def _follow(store: JobStore, job_id: str, ctx: Context, wait_seconds: floa
         await anyio.sleep(_POLL_SECONDS)
 
 
-def _caller(ctx: Context, store: JobStore) -> ApiKey | None:
+def _caller(ctx: Context, orchestrator: Orchestrator) -> ApiKey | None:
     """The API key of an MCP-over-HTTP caller (already checked by the HTTP middleware), whose budget the job
     reserves; None over stdio, where the caller is the local user who started the server."""
     headers = ctx.headers or {}
     scheme, _, secret = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not store.settings.auth.enabled:
+    if scheme.lower() != "bearer" or not orchestrator.settings.auth.enabled:
         return None
-    return KeyStore(store.settings, store.redis).authenticate(secret.strip())
+    return orchestrator.keys.authenticate(secret.strip())
 
 
 def _describe(record: JobRecord) -> str:
@@ -259,9 +243,12 @@ def _describe(record: JobRecord) -> str:
     return record.stage
 
 
-def _cancel(store: JobStore, job_id: str) -> bool:
-    record = store.get(job_id)
-    return record is not None and cancel(record, "cancelled by the MCP client", store.settings, store, celery)
+def _cancel_quietly(orchestrator: Orchestrator, job_id: str) -> None:
+    """The client gave up on `orchestrate`: cancel its job unless it finished meanwhile."""
+    try:
+        orchestrator.cancel(job_id, "cancelled by the MCP client")
+    except OrchestratorError:
+        pass
 
 
 def _host_can_sample(ctx: Context) -> bool:
@@ -274,9 +261,9 @@ def _host_can_sample(ctx: Context) -> bool:
     )
 
 
-async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobResult:
+async def _from_host(job: JobRequest, ctx: Context, orchestrator: Orchestrator) -> JobResult:
     """Let the host's model answer; record the call as a job at zero API cost."""
-    proposal = propose(job, settings, require_keys=False)
+    proposal = orchestrator.propose(job)
     analysis, plan = proposal.analysis, proposal.plan
     started = time.time()
     try:
@@ -293,7 +280,6 @@ async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobRe
     except Exception as error:  # the host refused or cannot sample: the caller sees why
         raise ToolError(f"the host's model did not answer: {error}") from None
     text = answer.content.text if isinstance(answer.content, types.TextContent) else str(answer.content)
-    store = JobStore(settings)
     record = JobRecord(
         id=new_job_id(),
         status=JobStatus.succeeded,
@@ -316,6 +302,6 @@ async def _from_host(job: JobRequest, ctx: Context, settings: Settings) -> JobRe
         savings_usd=plan.baseline.cost_usd,
         savings_pct=100.0,
     )
-    await anyio.to_thread.run_sync(store.create, record)
-    await anyio.to_thread.run_sync(MetricsRecorder(settings, store.redis).record, record.outcome())
+    await anyio.to_thread.run_sync(orchestrator.jobs.create, record)
+    await anyio.to_thread.run_sync(orchestrator.metrics.record, record.outcome())
     return JobResult.of(record)

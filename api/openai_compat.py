@@ -18,15 +18,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from os.path import commonprefix
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.submission import JobRequest, NoProviderConfigured, cancel, submit
-from shared.auth import BudgetExhausted
+from api.deps import Caller, OrchestratorDep
 from shared.catalog import CatalogEntry
-from shared.jobs import JobRecord, JobStatus, JobStore
-from shared.routing import PlanningError
+from shared.job_store import JobStore
+from shared.jobs import JobRecord, JobStatus
+from shared.requests import JobRequest
 
 AUTO = "auto"
 CHAT_COMPLETIONS = "/v1/chat/completions"
@@ -204,6 +204,8 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     if not users:
         raise OpenAIError(400, "messages must contain a user message")
     last = users[-1]
+    if not chat.messages[last].text.strip():
+        raise OpenAIError(400, f"messages.{last}.content: the last user message is empty", param=f"messages.{last}")
     context: dict[str, Any] = {}
     instructions = [m.text for m in chat.messages if m.role in ("system", "developer") and m.text]
     if instructions:
@@ -219,7 +221,7 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     if chat.model != AUTO:
         options["preferred_models"] = [chat.model]
     try:
-        return JobRequest(request=chat.messages[last].text or " ", context=context, options=options)
+        return JobRequest(request=chat.messages[last].text, context=context, options=options)
     except ValidationError as error:  # the orchestrator's own limits, on options the chat body named otherwise
         loc = error.errors()[0]["loc"]
         raise OpenAIError.invalid(error.errors(), param=str(loc[-1]) if loc else None) from None
@@ -257,39 +259,20 @@ def _failure(record: JobRecord) -> OpenAIError:
 
 
 @router.post(CHAT_COMPLETIONS, responses=_errors(400, 429, 502, 503, 504))
-def chat_completions(chat: ChatCompletionRequest, request: Request) -> Any:
-    """OpenAI chat completions, served by the orchestrator's choice of model (or the one named).
+def chat_completions(chat: ChatCompletionRequest, orchestrator: OrchestratorDep, caller: Caller) -> Any:
+    """OpenAI chat completions, served by the orchestrator's choice of model (or the one named, refused with the
+    reason before anything runs when it cannot serve).
 
     A plain def: submitting and waiting run in one worker thread, one hop from the event loop instead of two."""
     if (refused := refusal(chat)) is not None:
         return refused.response()
-    state = request.app.state
-    settings, celery = state.settings, state.celery
-    store = JobStore(settings)
     try:
-        record = submit(
-            job_request(chat),
-            settings,
-            store,
-            celery,
-            None,
-            chat.stream,
-            request.state.api_key,
-            state.tools,
-            state.tools.breakers,
-        )
+        body = job_request(chat)
     except OpenAIError as error:
         return error.response()
-    except PlanningError as error:
-        return OpenAIError(400, str(error), code="model_not_available").response()
-    except NoProviderConfigured as error:
-        return OpenAIError(503, str(error), "api_error", "no_provider").response()
-    except BudgetExhausted as error:
-        return OpenAIError(429, str(error), "insufficient_quota", "budget_exhausted").response()
-    if chat.model != AUTO and record.plan.model != chat.model:
-        cancel(record, "requested model unavailable", settings, store, celery)
-        why = record.plan.rejected.get(chat.model, "not usable")
-        return OpenAIError(400, f"model {chat.model} is not available: {why}", code="model_not_available").response()
+    exact = None if chat.model == AUTO else chat.model
+    record = orchestrator.submit(body, api_key=caller, stream=chat.stream, exact_model=exact)
+    store = orchestrator.jobs
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         return StreamingResponse(
@@ -332,19 +315,18 @@ def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator
         return f"data: {json.dumps(base | {'choices': [choice]} | extra)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    stream_key, last_id, sent = store.stream_key(record.id), "0-0", False
+    last_id, sent = "0-0", False
     deadline = time.monotonic() + CHAT_WAIT_SECONDS
     ended = False
     while not ended and time.monotonic() < deadline:
-        replies = store.redis.xread({stream_key: last_id}, block=1000, count=100)
-        for _, entries in replies or []:
-            for entry_id, fields in entries:
-                last_id = entry_id
-                if "d" in fields:
-                    sent = True
-                    yield event({"content": fields["d"]})
-                if "end" in fields:
-                    ended = True
+        replies = list(store.answers.read(record.id, after=last_id))
+        for entry_id, piece, end in replies:
+            last_id = entry_id
+            if piece is not None:
+                sent = True
+                yield event({"content": piece})
+            if end is not None:
+                ended = True
         if not replies and (store.status(record.id) or JobStatus.failed).terminal:
             ended = True  # cancelled, or finished without a stream (e.g. by another delivery)
     final = store.get(record.id) or record
@@ -369,9 +351,9 @@ def _model(name: str, owner: str, entry: CatalogEntry | None = None) -> dict[str
 
 
 @router.get(MODELS)
-def list_models(request: Request) -> dict[str, Any]:
-    """`auto` and every catalog model, in OpenAI's list format with the catalog's fields."""
-    entries = request.app.state.settings.catalog.entries()
+def list_models(orchestrator: OrchestratorDep) -> dict[str, Any]:
+    """`auto` and every catalog model whose provider has a key, in OpenAI's list format with the catalog's fields."""
+    entries = orchestrator.models(usable_only=True)
     return {
         "object": "list",
         "data": [_model(AUTO, "orchestrator"), *(_model(e.name, e.provider, e) for e in entries)],
@@ -379,11 +361,11 @@ def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.get(f"{MODELS}/{{model:path}}", responses=_errors(404))
-def retrieve_model(model: str, request: Request) -> Any:
+def retrieve_model(model: str, orchestrator: OrchestratorDep) -> Any:
     """One model of the list, as OpenAI's `models.retrieve` reads it."""
     if model == AUTO:
         return _model(AUTO, "orchestrator")
-    catalog = request.app.state.settings.catalog
+    catalog = orchestrator.settings.catalog
     if not catalog.knows(model):
         return OpenAIError(
             404, f"The model {model!r} does not exist; GET /v1/models lists them", code="model_not_found", param="model"

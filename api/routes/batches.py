@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.batches import BatchRequest, DryRun, parse_jsonl, plan_lines, refusal_reason, submit_lines
-from api.submission import cancel
+from api.deps import Caller, OrchestratorDep
 from shared.batches import BatchItem, BatchStore, BatchSummary, result_line
-from shared.jobs import JobStore
+from shared.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from shared.orchestrator import Orchestrator
 
 router = APIRouter(tags=["batches"])
 _JSONL_TYPES = {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "text/plain"}
@@ -32,7 +33,7 @@ async def _lines(request: Request, limit: int) -> list[tuple[int, dict[str, Any]
     if kind == "multipart/form-data":
         upload = (await request.form()).get("file")
         if upload is None or isinstance(upload, str):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "multipart upload needs a `file` field")
+            raise InvalidRequest("multipart upload needs a `file` field", "file")
         lines = parse_jsonl((await upload.read()).decode("utf-8", errors="replace"))
     elif kind in _JSONL_TYPES:
         lines = parse_jsonl((await request.body()).decode("utf-8", errors="replace"))
@@ -41,18 +42,16 @@ async def _lines(request: Request, limit: int) -> list[tuple[int, dict[str, Any]
             batch = BatchRequest.model_validate_json(await request.body())
             lines = list(enumerate(batch.lines(), start=1))
         except (ValidationError, ValueError) as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refusal_reason(error)) from None
+            raise InvalidRequest(refusal_reason(error)) from None
     if not lines:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the batch has no items")
+        raise InvalidRequest("the batch has no items")
     if len(lines) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{len(lines):,} items; a batch takes at most {limit:,}")
+        raise TooLarge(f"{len(lines):,} items; a batch takes at most {limit:,}")
     return lines
 
 
-def _batches(request: Request) -> BatchStore:
-    settings = request.app.state.settings
-    jobs = JobStore(settings)
-    return BatchStore(settings, jobs.redis, jobs)
+def _batches(orchestrator: Orchestrator) -> BatchStore:
+    return BatchStore(orchestrator.settings, orchestrator.jobs.redis, orchestrator.jobs)
 
 
 @router.post(
@@ -78,25 +77,19 @@ def _batches(request: Request) -> BatchStore:
     },
 )
 async def create_batch(
-    request: Request, dry_run: bool = Query(False, description="Plan every item and project the cost; run none.")
+    request: Request,
+    orchestrator: OrchestratorDep,
+    caller: Caller,
+    dry_run: bool = Query(False, description="Plan every item and project the cost; run none."),
 ) -> Any:
     """Submit many jobs: `{"items": [...]}`, `{"request": ..., "documents": [...]}` or a JSONL upload. A line that
     cannot be planned is refused with its line number; the others run."""
-    settings = request.app.state.settings
-    lines = await _lines(request, settings.max_batch_items)
+    lines = await _lines(request, orchestrator.settings.max_batch_items)
     if dry_run:
-        planned = await run_in_threadpool(plan_lines, lines, settings)
+        planned = await run_in_threadpool(plan_lines, lines, orchestrator)
         return JSONResponse(planned.model_dump(mode="json"))
-    batches = _batches(request)
-    items = await run_in_threadpool(
-        submit_lines,
-        lines,
-        settings,
-        batches.jobs,
-        request.app.state.celery,
-        request.state.api_key,
-        request.app.state.tools,
-    )
+    batches = _batches(orchestrator)
+    items = await run_in_threadpool(submit_lines, lines, orchestrator, caller)
     batch_id = await run_in_threadpool(batches.create, items)
     refused = [item for item in items if item.error]
     return BatchAccepted(
@@ -111,14 +104,21 @@ async def create_batch(
 def _summary_or_404(batches: BatchStore, batch_id: str) -> BatchSummary:
     summary = batches.summary(batch_id)
     if summary is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
+        raise NotFound(f"no batch {batch_id} (unknown or expired)")
     return summary
 
 
+def _items_or_404(batches: BatchStore, batch_id: str) -> list[BatchItem]:
+    items = batches.items(batch_id)
+    if items is None:
+        raise NotFound(f"no batch {batch_id} (unknown or expired)")
+    return items
+
+
 @router.get("/v1/batches/{batch_id}", response_model=BatchSummary)
-def get_batch(batch_id: str, request: Request) -> BatchSummary:
+def get_batch(batch_id: str, orchestrator: OrchestratorDep) -> BatchSummary:
     """Counts per status, progress, tokens, cost and savings so far."""
-    return _summary_or_404(_batches(request), batch_id)
+    return _summary_or_404(_batches(orchestrator), batch_id)
 
 
 @router.get(
@@ -126,12 +126,10 @@ def get_batch(batch_id: str, request: Request) -> BatchSummary:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-def batch_results(batch_id: str, request: Request) -> StreamingResponse:
+def batch_results(batch_id: str, orchestrator: OrchestratorDep) -> StreamingResponse:
     """One JSON line per input line, in input order: the result, or why the line was refused."""
-    batches = _batches(request)
-    items = batches.items(batch_id)
-    if items is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
+    batches = _batches(orchestrator)
+    items = _items_or_404(batches, batch_id)
 
     def lines() -> Iterator[str]:
         for item, record in batches.records(items):
@@ -141,13 +139,13 @@ def batch_results(batch_id: str, request: Request) -> StreamingResponse:
 
 
 @router.delete("/v1/batches/{batch_id}", response_model=BatchSummary)
-def cancel_batch(batch_id: str, request: Request) -> BatchSummary:
+def cancel_batch(batch_id: str, orchestrator: OrchestratorDep) -> BatchSummary:
     """Cancel every job of the batch that has not finished."""
-    batches = _batches(request)
-    items = batches.items(batch_id)
-    if items is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id} (unknown or expired)")
-    for _, record in batches.records(items):
+    batches = _batches(orchestrator)
+    for _, record in batches.records(_items_or_404(batches, batch_id)):
         if record is not None and not record.status.terminal:
-            cancel(record, "batch cancelled", request.app.state.settings, batches.jobs, request.app.state.celery)
+            try:
+                orchestrator.cancel(record.id, "batch cancelled")
+            except Conflict:
+                pass  # it finished meanwhile
     return _summary_or_404(batches, batch_id)

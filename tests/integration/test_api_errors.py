@@ -58,7 +58,7 @@ def test_unknown_job_is_404(api):
 def test_no_provider_key_is_503_naming_the_variables(api, monkeypatch):
     from shared.settings import get_settings
 
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(name)
     get_settings.cache_clear()
     settings = get_settings()

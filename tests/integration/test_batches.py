@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from api.submission import JobRequest, propose
+from shared.planning import Planner
+from shared.requests import JobRequest
 from shared.settings import get_settings
 from tests.wire.servers import Reply
 
@@ -85,7 +86,7 @@ def test_dry_run_projection_equals_the_sum_of_the_item_plans(api):
     plan = response.json()
     assert (plan["planned"], plan["refused"]) == (4, 1)
     settings = get_settings()
-    plans = [propose(JobRequest(request=text), settings, require_keys=False).plan for text in requests]
+    plans = [Planner(settings).propose(JobRequest(request=text)).plan for text in requests]
     assert plan["cost_usd"] == pytest.approx(sum(p.estimated_cost_usd for p in plans))
     assert plan["baseline_cost_usd"] == pytest.approx(sum(p.baseline.cost_usd for p in plans))
     assert plan["tokens"] == sum(p.estimated_input_tokens + p.estimated_output_tokens for p in plans)

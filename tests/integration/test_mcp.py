@@ -196,4 +196,5 @@ def test_stdio_server_runs_embedded_when_no_redis_is_configured(provider_env, wi
     result = anyio.run(main)
     assert not result.is_error, result.content  # stdout stayed a clean MCP channel with the worker in-process
     assert result.structured_content["result"] == f"[gemini-2.0-flash] {QUESTION}"
-    assert (tmp_path / "valkey" / "url").exists()
+    # the server ran on this data directory and was stopped with the session: no URL file left to join
+    assert (tmp_path / "valkey" / "appendonlydir").exists() and not (tmp_path / "valkey" / "url").exists()
