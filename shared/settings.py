@@ -128,7 +128,19 @@ class Settings(BaseSettings):
         "the API a twentieth of its CPU, and job records, metrics and Prometheus already account for every request.",
     )
     worker_concurrency: int = Field(32, gt=0)
-    visibility_timeout_seconds: int = Field(3600, gt=0)
+    visibility_timeout_seconds: int = Field(
+        60,
+        gt=0,
+        description="How long after a worker's last heartbeat the messages it held come back for another worker "
+        "(workers/lease.py renews them every sixth of this, at most 10 s): how soon a dead worker's jobs run again. "
+        "No longer tied to the longest task: a live worker's messages never come back.",
+    )
+    shutdown_drain_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="When a command that runs the embedded worker stops (signal or end), how long the jobs in hand "
+        "may take to finish before they are put back in their queue for the next worker.",
+    )
     lost_message_sweep_seconds: float = Field(
         15.0,
         gt=0,
@@ -217,19 +229,19 @@ class Settings(BaseSettings):
         return self.openai_base_url if provider == "openai" else None
 
     def usable_providers(self) -> set[str]:
-        """Providers that can be called: they have a key, or need none."""
+        """Providers that can be called: they have a key, need none, or are an OpenAI-compatible account pointed at
+        a server of its own (OPENAI_BASE_URL at Ollama or vLLM answers without a key)."""
         return {
             name
             for name, config in self.providers.items()
-            if not config.api_key_required or self.provider_api_key(name)
+            if not config.api_key_required
+            or self.provider_api_key(name)
+            or (config.adapter == "openai" and self.provider_base_url(name))
         }
 
     def key_variables_hint(self) -> str:
         names = [" or ".join(variables) for variables in PROVIDER_KEY_VARIABLES.values()]
-        return (
-            f"set {', '.join(names)} (or OPENAI_BASE_URL with OPENAI_API_KEY for an OpenAI-compatible server "
-            "such as Ollama or vLLM)"
-        )
+        return f"set {', '.join(names)} (or OPENAI_BASE_URL at an OpenAI-compatible server such as Ollama or vLLM)"
 
 
 class YamlDirectorySource(PydanticBaseSettingsSource):
@@ -239,7 +251,7 @@ class YamlDirectorySource(PydanticBaseSettingsSource):
         super().__init__(settings_cls)
         self.data: dict[str, Any] = {}
         for path in config_files():
-            self.data.update(_read_yaml(path))
+            self.data = merged(self.data, _read_yaml(path))
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self.data.get(field_name), field_name, False
@@ -248,9 +260,25 @@ class YamlDirectorySource(PydanticBaseSettingsSource):
         return dict(self.data)
 
 
+def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base`: mappings merge key by key (a later file adds a model or a provider account, or changes
+    one field of it), anything else is replaced. A file's top-level `replace: [section, ...]` replaces those
+    sections whole instead (a catalog of its own rather than more models)."""
+    replace = set(overlay.get("replace", ()))
+    result = dict(base)
+    for name, value in overlay.items():
+        if name == "replace":
+            continue
+        if isinstance(value, dict) and isinstance(result.get(name), dict) and name not in replace:
+            result[name] = merged(result[name], value)
+        else:
+            result[name] = value
+    return result
+
+
 def config_files() -> list[Path]:
-    """The YAML files of `ORCH_CONFIG_DIR`: one directory, or several joined by `os.pathsep`, where a later
-    directory's top-level keys replace an earlier one's (a site overlay over the defaults)."""
+    """The YAML files of `ORCH_CONFIG_DIR`: one directory, or several joined by `os.pathsep` (a site overlay over
+    the defaults), read in that order and merged (`merged`)."""
     value = os.environ.get("ORCH_CONFIG_DIR", str(DEFAULT_CONFIG_DIR))
     directories = [Path(part) for part in value.split(os.pathsep) if part]
     return [path for directory in directories if directory.is_dir() for path in sorted(directory.glob("*.yaml"))]

@@ -66,11 +66,10 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 @pytest.fixture
 def redis_env(redis_url, monkeypatch) -> Iterator[str]:
     """Point this process's settings (and the Celery app) at the test Redis; empty the db afterwards."""
-    monkeypatch.setenv("ORCH_REDIS_URL", redis_url)
-    get_settings.cache_clear()
-    from workers.celery_app import app, celery_config
+    from workers.celery_app import reconfigure
 
-    app.conf.update(celery_config(get_settings()))
+    monkeypatch.setenv("ORCH_REDIS_URL", redis_url)
+    reconfigure()
     yield redis_url
     redis.Redis.from_url(redis_url).flushdb()
     get_settings.cache_clear()

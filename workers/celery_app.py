@@ -9,8 +9,9 @@ from celery import Celery, signals
 from kombu import Queue
 from redis.client import Pipeline
 
+from shared.compression import Preprocessing
 from shared.heap import freeze_startup_heap
-from shared.jobs import Enqueue
+from shared.job_store import Enqueue
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 from workers.events import FlushEvents
@@ -44,13 +45,42 @@ def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id:
     return enqueue
 
 
+class CeleryDispatch:
+    """How the orchestrator's jobs reach the workers (`shared.orchestrator.Dispatch`) through a Celery app."""
+
+    def __init__(self, celery: Celery) -> None:
+        self.celery = celery
+
+    def queue_for(self, tier: Tier) -> str:
+        return queue_for(tier)
+
+    def execute(self, job_id: str, queue: str) -> Enqueue:
+        return task_message(self.celery, EXECUTE_TASK, [job_id], queue, job_id)
+
+    def preprocess(self, work: Preprocessing) -> tuple[str, Enqueue]:
+        job_id = work.job_id or ""
+        return PREPROCESS_QUEUE, task_message(
+            self.celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE, job_id
+        )
+
+    def revoke(self, job_id: str) -> None:
+        self.celery.control.revoke(job_id)
+
+    def ping(self) -> None:
+        """Reach the broker, or raise (kombu raises its transport's own errors)."""
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = settings.visibility_timeout_seconds
     transport = {
+        # An unacked message comes back this long after its worker last renewed its lease on it (workers/lease.py
+        # renews every message a live worker holds): long enough for a few missed renewals, not the longest task.
         "visibility_timeout": visibility,
-        # kombu sweeps for expired unacked messages every interval x throttle seconds (100 s by default); a
-        # message of a dead worker should come back soon after its visibility timeout, not minutes later.
-        "unacked_restore_interval": min(10, max(1, visibility // 5)),
+        # kombu scans for expired unacked messages every interval x throttle seconds (100 s by default); a dead
+        # worker's messages should come back soon after its last renewal plus the timeout (60 + 5 s by default).
+        "unacked_restore_interval": min(5, max(1, visibility // 12)),
         "unacked_restore_throttle": 1,
         # A worker killed while it held the sweep's lock would block every sweep for 5 minutes by default.
         "unacked_mutex_expire": min(300, max(5, visibility // 10)),
@@ -68,7 +98,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "result_expires": settings.job_ttl_seconds,
-        # An unacked message comes back after this long: it must exceed the longest task.
         "broker_transport_options": transport,
         "result_backend_transport_options": {
             "visibility_timeout": visibility,
@@ -86,9 +115,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess", "workers.sweep"])
+app = Celery("orchestrator", include=["workers.tasks", "workers.preprocess", "workers.sweep", "workers.lease"])
 app.conf.update(celery_config(get_settings()))
 app.steps["consumer"].add(FlushEvents)
+
+
+def reconfigure() -> Settings:
+    """Settings read again from the environment (after `ORCH_REDIS_URL` changed: the embedded server started), with
+    the workers' stores and this process's Celery app following them."""
+    from workers.runtime import services
+
+    get_settings.cache_clear()
+    services.cache_clear()
+    settings = get_settings()
+    app.conf.update(celery_config(settings))
+    return settings
 
 
 @signals.after_setup_logger.connect

@@ -47,10 +47,11 @@ def main() -> None:
         )
         import redis
 
-        from api.submission import JobRequest, propose
         from shared.breaker import CircuitBreakers
         from shared.execution import ChainExhausted, Executor
         from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
+        from shared.planning import Planner
+        from shared.requests import JobRequest
         from shared.settings import load_settings
 
         settings = load_settings()
@@ -68,7 +69,7 @@ def main() -> None:
             latencies, successes, primary = [], 0, 0
             for i in range(args.requests):
                 body = JobRequest(request=f"What is the capital of country {i}?")
-                proposal = propose(body, settings, open_breakers=breakers.unavailable())
+                proposal = Planner(settings).propose(body, open_breakers=breakers.unavailable())
                 record = JobRecord(
                     id=new_job_id(),
                     status=JobStatus.running,

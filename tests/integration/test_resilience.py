@@ -8,11 +8,12 @@ import time
 import pytest
 import redis
 
-from api.submission import JobRequest, propose
 from shared.breaker import CircuitBreakers, Gate
 from shared.cache import ResponseCache
 from shared.execution import ChainExhausted, Executor
 from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
+from shared.planning import Planner
+from shared.requests import JobRequest
 from shared.settings import get_settings, load_settings
 from tests.wire.servers import Fail, Reply
 
@@ -40,7 +41,7 @@ def executor(settings, client):
 
 def record_for(settings, text=QUESTION, breakers: CircuitBreakers | None = None, **options) -> JobRecord:
     body = JobRequest(request=text, options=options)
-    proposal = propose(body, settings, open_breakers=breakers.unavailable() if breakers else set())
+    proposal = Planner(settings).propose(body, open_breakers=breakers.unavailable() if breakers else set())
     return JobRecord(
         id=new_job_id(),
         status=JobStatus.running,

@@ -47,3 +47,35 @@ def test_invalid_yaml_names_the_file(config_dir):
     (config_dir / "orchestrator.yaml").write_text("api_port: [unclosed\n")
     with pytest.raises(ConfigError, match=r"orchestrator.yaml: not valid YAML"):
         load_settings()
+
+
+def test_a_site_file_adds_accounts_and_models_to_the_defaults(config_dir, monkeypatch):
+    (config_dir / "zz-site.yaml").write_text(
+        "providers:\n"
+        "  ollama: {adapter: openai, base_url: 'http://127.0.0.1:11434/v1', api_key_required: false}\n"
+        "models:\n"
+        "  llama3.1:8b: {provider: ollama, tier: simple, context_window: 131072,\n"
+        "                price_override: {input_usd_per_mtok: 0, output_usd_per_mtok: 0}}\n"
+        "  gpt-6-luna: {context_window: 64000}\n"
+    )
+    settings = load_settings()
+    assert {"openai", "anthropic", "google", "ollama"} <= set(settings.providers)
+    assert "llama3.1:8b" in settings.models and "claude-opus-5-5" in settings.models
+    assert settings.models["gpt-6-luna"].context_window == 64000  # one field changed, the rest kept
+    assert settings.models["gpt-6-luna"].provider == "openai"
+    assert "ollama" in settings.usable_providers()
+
+
+def test_a_site_file_can_replace_a_section_whole(config_dir):
+    (config_dir / "zz-site.yaml").write_text(
+        "replace: [models]\n"
+        "models:\n"
+        "  gpt-6-luna: {provider: openai, tier: simple}\n"
+        "  claude-opus-5-5: {provider: anthropic, tier: complex}\n"
+        "execution:\n"
+        "  simple: {preferred: gpt-6-luna, fallback: []}\n"
+        "  moderate: {preferred: gpt-6-luna, fallback: []}\n"
+        "  complex: {preferred: claude-opus-5-5, fallback: []}\n"
+    )
+    settings = load_settings()
+    assert set(settings.models) == {"gpt-6-luna", "claude-opus-5-5"}
