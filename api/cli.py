@@ -11,19 +11,22 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
+from redis import RedisError
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from api.catalog_cli import add_catalog_commands
 from api.router_cli import add_router_commands
+from shared.errors import OrchestratorError
 from shared.heap import freeze_startup_heap
-from shared.pricing import LIBRARY
+from shared.pricing import LIBRARY, saved_pct, usd
 from shared.settings import ConfigError, Settings, get_settings
 
 console = Console(stderr=False, highlight=False)
@@ -33,13 +36,38 @@ errors = Console(stderr=True, highlight=False)
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from api.embedded import exit_now, jobs_on_interrupt, work_abandoned
+
+    # Interrupted, `orchestrator run` cancels its job: its user no longer waits for the answer, and nobody else would
+    # read it. Every other command leaves its jobs queued (those in flight are put back), for the next run to finish.
+    policy = "cancel" if args.handler is _run else "requeue"
     try:
-        return args.handler(args)
+        with jobs_on_interrupt(policy):
+            return args.handler(args)
     except ConfigError as error:
         errors.print(f"[red]configuration error[/red]: {error}")
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except OrchestratorError as error:
+        errors.print(f"[red]{error.code.replace('_', ' ')}[/red]: {error.message}")
+        return 1
+    except (RedisError, OperationalError) as error:
+        from shared.store import shown_url
+
+        url = shown_url(get_settings().redis_url or "the embedded server")
+        errors.print(
+            f"[red]store unavailable[/red]: cannot reach Redis at {url} ({error}). Start it, or unset ORCH_REDIS_URL "
+            "to use the embedded server."
+        )
+        return 3
+    except BrokenPipeError:
+        # the reader of stdout went away (`orchestrator analyze --json | head`): say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt as interrupt:
+        code = getattr(interrupt, "exit_code", 130)
+        if work_abandoned():
+            exit_now(code)  # threads still run work that was given up on (and put back): do not wait for them
+        return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     add_router_commands(commands)
     add_catalog_commands(commands)
 
+    start = commands.add_parser(
+        "start", help="distributed mode on one machine: the Procfile's API, workers and Flower, with honcho"
+    )
+    start.set_defaults(handler=_start)
+
     worker = commands.add_parser("worker", help="run a Celery worker (distributed mode)")
     worker.add_argument(
         "--queues",
@@ -137,8 +170,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _job_request(args: argparse.Namespace, text: str) -> Any:
-    from api.submission import JobRequest
     from shared.documents import decode_text
+    from shared.requests import JobRequest
 
     document = decode_text(args.document.read_bytes(), str(args.document)) if args.document else None
     return JobRequest(
@@ -170,10 +203,10 @@ def _summary(proposal: Any) -> dict[str, Any]:
         "model": plan.model,
         "fallbacks": plan.fallbacks,
         "estimated_tokens": plan.estimated_input_tokens + plan.estimated_output_tokens,
-        "estimated_cost_usd": plan.estimated_cost_usd,
+        "estimated_cost_usd": usd(plan.estimated_cost_usd),
         "baseline_model": plan.baseline.model,
         "baseline_tokens": plan.baseline.input_tokens + plan.baseline.output_tokens,
-        "baseline_cost_usd": plan.baseline.cost_usd,
+        "baseline_cost_usd": usd(plan.baseline.cost_usd),
         "preprocess": plan.preprocess,
         "reason": plan.reason,
     } | _services_summary(proposal.services)
@@ -213,17 +246,25 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _analyze_with(args: argparse.Namespace, settings: Settings, tools: Any) -> int:
-    from api.submission import JobRequest, PlanningError, propose
+    from shared.errors import OrchestratorError
+    from shared.planning import Planner
+    from shared.requests import JobRequest
 
+    planner = Planner(settings, tools)
     if args.jsonl:
+        try:
+            lines = args.jsonl.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            errors.print(f"[red]cannot read {args.jsonl}[/red]: {error}")
+            return 2
         failures = 0
-        for number, line in enumerate(args.jsonl.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                proposal = propose(JobRequest.model_validate_json(line), settings, require_keys=False, tools=tools)
+                proposal = planner.propose(JobRequest.model_validate_json(line))
                 out: dict[str, Any] = {"line": number, **_summary(proposal)}
-            except (ValidationError, PlanningError) as error:
+            except (ValidationError, OrchestratorError) as error:
                 failures += 1
                 out = {"line": number, "error": _error_text(error)}
             print(json.dumps(out, default=str))
@@ -232,8 +273,8 @@ def _analyze_with(args: argparse.Namespace, settings: Settings, tools: Any) -> i
         errors.print("give the request text, or --jsonl FILE")
         return 2
     try:
-        proposal = propose(_job_request(args, args.text), settings, require_keys=False, tools=tools)
-    except (ValidationError, PlanningError, OSError, ValueError) as error:
+        proposal = planner.propose(_job_request(args, args.text))
+    except (ValidationError, OrchestratorError, OSError, ValueError) as error:
         errors.print(f"[red]cannot plan[/red]: {_error_text(error)}")
         return 1
     if args.json:
@@ -332,41 +373,27 @@ def _services(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _runtime(settings: Settings, worker_threads: int | None) -> Iterator[Settings]:
-    """Redis and workers for this process: the configured ones, or the embedded server and in-process worker."""
-    with ExitStack() as stack:
-        embedded = not settings.redis_url
-        if embedded:
-            from shared.embedded import start_embedded_redis
+    """Redis and workers for this command: the configured ones, or the embedded server and an in-process worker
+    (api/embedded.py), stopped in order however the command ends."""
+    from api.embedded import EmbeddedRuntime
 
-            url, server = start_embedded_redis(settings)
-            if server is not None:
-                stack.callback(server.stop)
-            os.environ["ORCH_REDIS_URL"] = url
-            get_settings.cache_clear()
-            settings = get_settings()
-            from workers.celery_app import app, celery_config
-
-            app.conf.update(celery_config(settings))
-            errors.print(f"[dim]embedded Redis at {url} (data in {settings.resolved_data_dir})[/dim]")
-        if embedded and worker_threads:
-            from workers.embedded import in_process_worker
-
-            stack.enter_context(in_process_worker(concurrency=worker_threads))
-        yield settings
+    with EmbeddedRuntime(settings, worker_threads=worker_threads) as runtime:
+        yield runtime.settings
 
 
 def _run(args: argparse.Namespace) -> int:
-    from api.submission import PlanningError, propose, submit
-    from shared.jobs import JobStore
+    from api.app import build_orchestrator
+    from shared.errors import OrchestratorError
+    from shared.planning import Planner
 
     settings = get_settings()
     try:
         body = _job_request(args, args.text)
-        proposal = propose(body, settings, require_keys=False)
+        proposal = Planner(settings).propose(body)
     except (ValidationError, OSError, ValueError) as error:
         errors.print(f"[red]bad request[/red]: {_error_text(error)}")
         return 1
-    except PlanningError as error:
+    except OrchestratorError as error:
         errors.print(f"[red]cannot plan[/red]: {error}")
         return 1
     if not args.json:
@@ -377,16 +404,14 @@ def _run(args: argparse.Namespace) -> int:
             f"{settings.key_variables_hint()}."
         )
         return 2
-    with _runtime(settings, worker_threads=4) as settings, _service_manager(settings) as tools:
-        from workers.celery_app import app
-
-        store = JobStore(settings)
-        try:
-            record = submit(body, settings, store, app, tools=tools)
-        except PlanningError as error:
-            errors.print(f"[red]cannot plan[/red]: {error}")
-            return 1
-        finished = store.wait(record.id, args.timeout)
+    with _runtime(settings, worker_threads=4) as settings:
+        with build_orchestrator(settings) as orchestrator:
+            try:
+                record = orchestrator.submit(body)
+                finished = orchestrator.wait(record.id, args.timeout)
+            except OrchestratorError as error:
+                errors.print(f"[red]cannot run[/red]: {error}")
+                return 1
     if finished is None or not finished.status.terminal:
         errors.print(
             f"job {record.id} still {finished.status if finished else 'unknown'} after {args.timeout:.0f}s;"
@@ -487,7 +512,7 @@ def _demo(args: argparse.Namespace) -> int:
             column, justify="left" if column in ("request", "intent/tier", "model") else "right", no_wrap=True
         )
     for row in rows:
-        saved = 100 * (row.without_cost_usd - row.with_cost_usd) / row.without_cost_usd
+        saved = saved_pct(row.with_cost_usd, row.without_cost_usd)
         table.add_row(
             row.kind,
             f"{row.intent}/{row.tier}",
@@ -548,9 +573,10 @@ def _batch(args: argparse.Namespace) -> int:
             return 2
         output = args.output or default_output(args.path)
         with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
-            from workers.celery_app import app
+            from api.app import build_orchestrator
 
-            counts = run_batch(args.path, args.request, output, settings, app, console)
+            with build_orchestrator(settings) as orchestrator:
+                counts = run_batch(args.path, args.request, output, orchestrator, console)
     except (OSError, ValueError) as error:
         errors.print(f"[red]cannot run the batch[/red]: {error}")
         return 1
@@ -570,7 +596,8 @@ def _key_store() -> Iterator[Any]:
 def _keys_create(args: argparse.Namespace) -> int:
     with _key_store() as keys:
         api_key, secret = keys.create(args.name, args.budget_usd, args.period, args.rate_per_minute)
-    console.print(f"key {api_key.id} ({api_key.name}) created; it is shown only now:")
+    # the key alone on stdout, so `export ORCH_KEY=$(orchestrator keys create --name me)` keeps it
+    errors.print(f"key {api_key.id} ({api_key.name}) created; it is shown only now:")
     print(secret)
     return 0
 
@@ -601,33 +628,84 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace) -> int:
+    """honcho over the Procfile, with this environment's commands first on the PATH (so `orchestrator` and `celery`
+    are found without activating it) and the API on ORCH_API_PORT (8080), whatever PORT honcho assigns."""
+    from shared.settings import PROJECT_ROOT
+
+    procfile = PROJECT_ROOT / "Procfile"
+    if not procfile.is_file():
+        errors.print(f"no Procfile at {procfile}: `orchestrator start` runs from a checkout")
+        return 2
+    environment = dict(os.environ)
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+    command = [sys.executable, "-m", "honcho", "-f", str(procfile), "-d", str(PROJECT_ROOT), "start"]
+    os.execvpe(sys.executable, command, environment)
+    return 0  # not reached: honcho replaced this process
+
+
 def _mcp(args: argparse.Namespace) -> int:
-    with _runtime(get_settings(), worker_threads=get_settings().worker_concurrency) as settings:
+    from api.embedded import EmbeddedRuntime
+
+    settings = get_settings()
+    with EmbeddedRuntime(settings, worker_threads=settings.worker_concurrency) as runtime:
+        from api.app import build_orchestrator
         from api.mcp_server import create_mcp_server
 
-        create_mcp_server(settings).run()  # stdio; everything else this process prints goes to stderr
+        server = create_mcp_server(build_orchestrator(runtime.settings))
+        # stdio; everything else this process prints goes to stderr. The server reads stdin in a thread that only
+        # the host's closing it ends, so it runs in a thread of its own, and a signal ends the command without it.
+        runtime.run_in_thread(server.run, name="mcp-stdio")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.embedded import EmbeddedRuntime
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, told of SIGINT and SIGTERM by the runtime (which owns them) instead of catching them
+        itself: uvicorn re-raises a caught signal after its shutdown with the handler it found, and the default
+        SIGTERM handler would end the process before the runtime stops the worker and the embedded server."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with runtime.signals_to(self.stop):
+                yield
+
+        def stop(self, force: bool) -> None:
+            self.should_exit = True
+            self.force_exit = self.force_exit or force
+
     settings = get_settings()
-    with _runtime(settings, worker_threads=settings.worker_concurrency) as settings:
+    with EmbeddedRuntime(settings, worker_threads=settings.worker_concurrency) as runtime:
         from api.app import create_app
 
-        app = create_app(settings)
+        app = create_app(runtime.settings)
         freeze_startup_heap()
-        uvicorn.run(
+        config = uvicorn.Config(
             app,
-            host=args.host or settings.api_host,
-            port=args.port or settings.api_port,
-            access_log=settings.api_access_log,
+            host=args.host or runtime.settings.api_host,
+            port=args.port or runtime.settings.api_port,
+            access_log=runtime.settings.api_access_log,
         )
-    return 0
+        server = Server(config)
+        server.run()
+    return 0 if server.started else 3  # uvicorn's own code for a server that could not start (a port in use)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from workers.celery_app import ALL_QUEUES
+
+    queues = [name.strip() for name in args.queues.split(",") if name.strip()]
+    unknown = [name for name in queues if name not in ALL_QUEUES]
+    if unknown or not queues:
+        errors.print(
+            f"[red]unknown queue{'s' if len(unknown) > 1 else ''}[/red]: {', '.join(unknown) or '(none given)'}; "
+            f"the queues are {', '.join(ALL_QUEUES)}"
+        )
+        return 2
     settings = get_settings()
     if not settings.redis_url:
         errors.print(
@@ -637,11 +715,11 @@ def _worker(args: argparse.Namespace) -> int:
         return 2
     concurrency = args.concurrency or (settings.worker_concurrency if args.pool in ("threads", "gevent") else None)
     # A node name per process: Flower, remote control and the job records tell workers apart by it.
-    name = f"{args.queues.split(',')[0].split('.')[0]}-{os.getpid()}@%h"
+    name = f"{queues[0].split('.')[0]}-{os.getpid()}@%h"
     argv = [
         "worker",
         "--queues",
-        args.queues,
+        ",".join(queues),
         "--pool",
         args.pool,
         "--loglevel",

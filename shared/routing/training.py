@@ -308,6 +308,12 @@ def train(config: TrainingConfig, paths: list[Path] | None = None, evaluate: boo
     paths = paths or bundled_data()
     vectors = token_vectors()
     data = featurize(load_outcomes(paths), config, vectors)
+    benchmarks = sorted(set(data.benchmark))
+    if len(benchmarks) < 2:
+        raise ValueError(
+            "calibration scores each benchmark with a model fitted on the others, so the data needs prompts of at "
+            f"least two benchmarks (the first two parts of `source`); it has {', '.join(benchmarks) or 'none'}"
+        )
     everything = np.ones(len(data), dtype=bool)
     fitted = fit(data, everything, config, vectors)
     held_out = held_out_predictions(data, everything, config, vectors)

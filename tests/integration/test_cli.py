@@ -78,3 +78,34 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert done.returncode == 2
     assert "configuration error" in done.stderr and "models.yaml: models" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_dead_redis_is_a_message_naming_it_not_a_traceback(provider_env, tmp_path):
+    dead = f"redis://:hunter2@127.0.0.1:{_free_port()}/0"
+    for command in (["run", "What is a noun?"], ["keys", "list"], ["metrics"]):
+        done = orchestrator(*command, env={"ORCH_REDIS_URL": dead, "ORCH_DATA_DIR": str(tmp_path)})
+        assert done.returncode == 3, (command, done.stderr)
+        assert "Traceback" not in done.stderr
+        message = " ".join(done.stderr.split())
+        assert "store unavailable: cannot reach Redis at redis://:***@127.0.0.1:" in message, message
+        assert "hunter2" not in done.stderr and "unset ORCH_REDIS_URL" in message
+
+
+def test_analyze_json_into_a_closed_pipe_ends_quietly(tmp_path):
+    lines = tmp_path / "many.jsonl"
+    lines.write_text("".join(json.dumps({"request": f"What is {n} squared?"}) + "\n" for n in range(400)))
+    command = f"{sys.executable} -m api.cli analyze --jsonl {lines} --json | head -n 1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["line"] == 1
+    assert done.stderr == ""

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,15 +27,16 @@ def test_honcho_runs_api_workers_and_flower_from_the_procfile(redis_env, provide
     api_port, flower_port = _free_port(), _free_port()
     env = {
         **os.environ,
-        "PORT": str(api_port),
+        "ORCH_API_PORT": str(api_port),
+        "PORT": "5000",  # what honcho would hand the first process: the API must not take it
         "FLOWER_PORT": str(flower_port),
         "ORCH_WORKER_CONCURRENCY": "4",
         "FLOWER_UNAUTHENTICATED_API": "true",
-        "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        "PATH": "/usr/bin:/bin",  # not activated: `orchestrator start` finds its own commands
     }
     log = tmp_path / "honcho.log"
     honcho = subprocess.Popen(
-        ["honcho", "start", "-f", str(ROOT / "Procfile")],
+        [str(Path(sys.executable).parent / "orchestrator"), "start"],
         cwd=ROOT,
         env=env,
         stdout=log.open("wb"),

@@ -113,7 +113,7 @@ def test_strategy_choice():
 
 
 def test_preprocessing_worst_case_covers_every_chunk_summary():
-    from shared.compression import Preprocessing, preprocessing_worst_case_usd, summary_tokens_per_chunk
+    from shared.compression import Preprocessing, summaries_cost_usd, summary_tokens_per_chunk
 
     settings = load_settings()
     work = Preprocessing(
@@ -124,9 +124,9 @@ def test_preprocessing_worst_case_covers_every_chunk_summary():
         cache_key="k",
         llm_chain=["gemini-2.0-flash", "gpt-4.1-nano"],
     )
-    cost = preprocessing_worst_case_usd(work, 1_000_000, settings)
+    cost = summaries_cost_usd(work, 1_000_000, settings, worst_case=True)
     chunks = -(-1_000_000 // 9_800)
     floor = (1_000_000 * 0.10 + chunks * summary_tokens_per_chunk(20_000, chunks) * 0.40) / 1e6
     assert cost >= floor
     extractive = work.model_copy(update={"strategy": Strategy.extractive})
-    assert preprocessing_worst_case_usd(extractive, 1_000_000, settings) == 0.0
+    assert summaries_cost_usd(extractive, 1_000_000, settings, worst_case=True) == 0.0
