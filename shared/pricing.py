@@ -141,12 +141,18 @@ class LibraryPricing(Pricing):
     source = LIBRARY
 
     def __init__(self, provider: Any, model: Any, reference: str) -> None:
+        from genai_prices.types import TimeOfDateConstraint
+
         self.provider_id: str = provider.id
         self.reference = reference
         self.context_window: int | None = model.context_window
         self._provider = provider
         self._model = model
         self._sheets: dict[date, RateSheet] = {}
+        # Prices that change within a day (off-peak hours) are not one sheet a day: those bills ask the library.
+        self._by_the_hour = isinstance(model.prices, list) and any(
+            isinstance(price.constraint, TimeOfDateConstraint) for price in model.prices
+        )
 
     def sheet(self, day: date) -> RateSheet:
         """The day's prices (a dated price change applies from its day), read once a day."""
@@ -156,6 +162,15 @@ class LibraryPricing(Pricing):
         return sheet
 
     def cost(self, usage: TokenUsage, when: datetime | None = None) -> float:
+        """The bill, from the day's sheet: the library's own arithmetic (`library_cost`) gives the same figure at a
+        hundred times the cost, which every job would pay in its worker (tests/unit/test_catalog.py compares them
+        over the catalog). Prices by the hour are asked of the library."""
+        when = when or datetime.now(tz=UTC)
+        if self._by_the_hour:
+            return self.library_cost(usage, when)
+        return self.sheet(when.astimezone(UTC).date()).cost(usage)
+
+    def library_cost(self, usage: TokenUsage, when: datetime) -> float:
         from genai_prices import Usage
 
         counts = Usage(
@@ -164,7 +179,7 @@ class LibraryPricing(Pricing):
             cache_read_tokens=usage.cached_input_tokens or None,
             cache_write_tokens=usage.cache_write_tokens or None,
         )
-        price = self._model.calc_price(counts, self._provider, genai_request_timestamp=when or datetime.now(tz=UTC))
+        price = self._model.calc_price(counts, self._provider, genai_request_timestamp=when)
         return float(price.total_price)
 
 

@@ -105,15 +105,30 @@ def test_an_unpriceable_model_is_a_start_up_error_naming_the_model_and_the_file(
     assert str(models) in message and "models.gpt-imaginary-9: no price" in message and LIBRARY in message
 
 
-def test_estimates_agree_with_the_librarys_bills_for_every_catalog_model(product):
+@pytest.mark.parametrize("directories", [["config"], ["config", "tests/config"]], ids=["product", "tests"])
+def test_bills_agree_with_the_librarys_own_arithmetic_for_every_catalog_model(directories, monkeypatch):
+    """Bills come from the day's rate sheet; the library's `calc_price` must give the same figure for every usage a
+    provider reports: tiers, cached input, cache writes, on both sides of a dated price change."""
+    monkeypatch.setenv("ORCH_CONFIG_DIR", ":".join(str(ROOT / directory) for directory in directories))
+    settings = load_settings()
     rng = random.Random(5)
-    for name in product.models:
+    days = [TODAY, datetime(2026, 11, 15, 23, 30, tzinfo=UTC), datetime(2025, 6, 1, 0, 10, tzinfo=UTC)]
+    for name in settings.models:
+        pricing = settings.catalog.pricing(name)
         for _ in range(40):
-            total = rng.choice([50, 4_000, 150_000, 250_000, 300_000, 900_000])
+            total = rng.choice([0, 50, 4_000, 150_000, 200_001, 250_000, 300_000, 900_000])
             cached = rng.randint(0, total // 2)
-            usage = TokenUsage(input_tokens=total, output_tokens=rng.randint(0, 8_000), cached_input_tokens=cached)
-            sheet = product.catalog.sheet(name, TODAY.date())
-            assert sheet.cost(usage) == pytest.approx(product.catalog.cost(name, usage, TODAY), rel=1e-9), name
+            written = rng.randint(0, (total - cached) // 2)
+            usage = TokenUsage(
+                input_tokens=total,
+                output_tokens=rng.randint(0, 8_000),
+                cached_input_tokens=cached,
+                cache_write_tokens=written,
+            )
+            when = rng.choice(days)
+            expected = pricing.library_cost(usage, when)
+            assert settings.catalog.cost(name, usage, when) == pytest.approx(expected, rel=1e-9, abs=1e-15), name
+            assert settings.catalog.sheet(name, when.date()).estimate(total, usage.output_tokens) >= 0
 
 
 def test_the_shipped_catalog_is_todays_models_priced_by_the_library(product):
