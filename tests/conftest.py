@@ -14,12 +14,9 @@ import pytest
 import redis
 
 from shared.settings import get_settings
+from tests.catalog import ROOT, use_test_catalog
 
-ROOT = Path(__file__).resolve().parent.parent
-#: The product's config with the test catalog over it (tests/config/models.yaml says why), set before any test module
-#: loads its settings.
-TEST_CONFIG_DIRS = os.pathsep.join([str(ROOT / "config"), str(ROOT / "tests" / "config")])
-os.environ["ORCH_CONFIG_DIR"] = TEST_CONFIG_DIRS
+use_test_catalog()  # before any test module loads its settings
 LOCAL_REDIS = os.environ.get("ORCH_TEST_REDIS", "redis://127.0.0.1:6379")
 TEST_DB = int(os.environ.get("ORCH_TEST_REDIS_DB", "11"))
 PROVIDER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY")

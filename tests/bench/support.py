@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.catalog import use_test_catalog  # noqa: E402
+
+__all__ = ["ROOT", "bench_redis", "percentile", "stop", "use_test_catalog"]
+
 
 @contextmanager
 def bench_redis(local: str = "redis://127.0.0.1:6379/12") -> Iterator[str]:

@@ -33,7 +33,9 @@ import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
-from support import ROOT, bench_redis, stop
+from support import ROOT, bench_redis, stop, use_test_catalog
+
+use_test_catalog()  # the wire servers answer as the test catalog's models
 
 JOBS = 1500
 ROUNDS = 4
@@ -116,12 +118,27 @@ def wait_successes(client: redis.Redis, count: int, timeout: float = 300) -> Non
         time.sleep(0.01)
 
 
+#: The model the benchmark's jobs are planned to: a simple request, on the test catalog's simple tier.
+MODEL = "gemini-2.0-flash"
+
+
+def job_body(tag: str) -> dict:
+    return {"request": f"Translate 'the road to {tag}' into French"}
+
+
+def check_route(base: str) -> None:
+    """The jobs go where the measures expect: to `MODEL` at Google (the in-flight measure slows that model)."""
+    plan = httpx.post(f"{base}/v1/analyze", json=job_body("check"), timeout=30).json()["plan"]
+    if plan["model"] != MODEL:
+        raise SystemExit(f"the benchmark's jobs are planned to {plan['model']}, not {MODEL}: {plan['reason']}")
+
+
 def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: str) -> tuple[float, float]:
     """Jobs per second, and the worker's CPU milliseconds per job."""
     process = worker(f"llm-{tag}", env, 32)
     try:
         client.hdel("orch:metrics:total", "successes")
-        bodies = [{"request": f"What is the capital of country {tag}-{i}?"} for i in range(JOBS)]
+        bodies = [job_body(f"{tag}-{i}") for i in range(JOBS)]
         cpu, started = cpu_seconds(process), time.perf_counter()
         submit_all(base, bodies)
         wait_successes(client, JOBS)
@@ -195,18 +212,18 @@ def celery_noop_round_trip(url: str, env: dict[str, str]) -> float:
 def in_flight(base: str, client: redis.Redis, env: dict[str, str], wire) -> int:
     from tests.wire.servers import Reply
 
-    wire["google"].set_model("gemini-2.0-flash", Reply(delay_s=1.0))
+    wire["google"].set_model(MODEL, Reply(delay_s=1.0))
     wire["google"].peak_in_flight = 0
     client.hdel("orch:metrics:total", "successes")
     # the queue is full before the worker starts, so the measure is the worker's capacity, not the submit rate
-    submit_all(base, [{"request": f"What is the capital of slow country {i}?"} for i in range(600)])
+    submit_all(base, [job_body(f"slow-{i}") for i in range(600)])
     process = worker("llm-slow", env, 256)
     try:
         wait_successes(client, 600)
         return wire["google"].peak_in_flight
     finally:
         stop(process)
-        wire["google"].set_model("gemini-2.0-flash", None)
+        wire["google"].set_model(MODEL, None)
 
 
 def p99(samples: list[float]) -> float:
@@ -275,6 +292,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_log(api, "api", b"Uvicorn running")
+            check_route(base)
             noop_runs, job_runs = [], []
             for round_ in range(ROUNDS):  # alternated (ABBA...), so the machine's drift weighs on both alike
                 if round_ % 2 == 0:
