@@ -206,4 +206,4 @@ def _uninterrupted() -> Iterator[None]:
 
 def dry_run(path: Path, request: str | None, settings: Settings) -> Any:
     items = read_items(path, request)
-    return plan_lines([(item.line, item.value) for item in items], Planner(settings))
+    return plan_lines([(item.line, item.value) for item in items], Planner(settings).propose)

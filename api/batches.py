@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -11,9 +12,8 @@ from shared.auth import ApiKey
 from shared.batches import BatchItem
 from shared.errors import OrchestratorError
 from shared.orchestrator import Orchestrator
-from shared.planning import Planner
 from shared.pricing import Percent, Usd, saved_pct
-from shared.requests import JobRequest
+from shared.requests import JobRequest, Proposal
 from shared.routing import RequestOptions
 
 
@@ -111,12 +111,13 @@ def submit_lines(
     return items
 
 
-def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], planner: Planner | Orchestrator) -> DryRun:
-    """Every line planned, nothing run: a `Planner` needs no store, an `Orchestrator` also reads `document_id`s."""
+def plan_lines(lines: list[tuple[int, dict[str, Any] | str]], propose: Callable[[JobRequest], Proposal]) -> DryRun:
+    """Every line planned, nothing run: `Planner.propose` needs no store; an `Orchestrator`'s, bound to the caller,
+    also reads the caller's `document_id`s."""
     items = []
     for number, value in lines:
         try:
-            proposal = planner.propose(as_job(value))
+            proposal = propose(as_job(value))
         except REFUSALS as error:
             items.append(PlannedItem(line=number, error=refusal_reason(error)))
             continue

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from api.catalog_cli import add_catalog_commands
 from api.router_cli import add_router_commands
+from shared.auth import TENANT_NAME
 from shared.errors import OrchestratorError
 from shared.heap import freeze_startup_heap
 from shared.pricing import LIBRARY, saved_pct, usd
@@ -134,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--budget-usd", type=float, help="spend allowed per period")
     create.add_argument("--period", choices=["day", "month"], default="day")
     create.add_argument("--rate-per-minute", type=int, help="requests allowed per minute")
+    create.add_argument("--tenant", type=_tenant_name, help="team whose keys share their jobs, batches and documents")
+    create.add_argument("--admin", action="store_true", help="sees every tenant's work and metrics")
     create.set_defaults(handler=_keys_create)
     listing = key_commands.add_parser("list", help="every key with its budget, spend and state")
     listing.set_defaults(handler=_keys_list)
@@ -408,7 +411,7 @@ def _run(args: argparse.Namespace) -> int:
         with build_orchestrator(settings) as orchestrator:
             try:
                 record = orchestrator.submit(body)
-                finished = orchestrator.wait(record.id, args.timeout)
+                finished = orchestrator.wait(record, args.timeout)
             except OrchestratorError as error:
                 errors.print(f"[red]cannot run[/red]: {error}")
                 return 1
@@ -593,9 +596,17 @@ def _key_store() -> Iterator[Any]:
         yield KeyStore(settings, redis_client(settings))
 
 
+def _tenant_name(value: str) -> str:
+    if not TENANT_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError("a tenant name is 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
 def _keys_create(args: argparse.Namespace) -> int:
     with _key_store() as keys:
-        api_key, secret = keys.create(args.name, args.budget_usd, args.period, args.rate_per_minute)
+        api_key, secret = keys.create(
+            args.name, args.budget_usd, args.period, args.rate_per_minute, args.tenant, args.admin
+        )
     # the key alone on stdout, so `export ORCH_KEY=$(orchestrator keys create --name me)` keeps it
     errors.print(f"key {api_key.id} ({api_key.name}) created; it is shown only now:")
     print(secret)
@@ -603,13 +614,14 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    table = Table("id", "name", "state", "budget", "spent this period", "rate/min", box=box.SIMPLE_HEAD)
+    table = Table("id", "name", "tenant", "state", "budget", "spent this period", "rate/min", box=box.SIMPLE_HEAD)
     with _key_store() as keys:
         for api_key in keys.list():
             budget = f"${api_key.budget_usd:.4f}/{api_key.budget_period}" if api_key.budget_usd is not None else "-"
             table.add_row(
                 api_key.id,
                 api_key.name,
+                (api_key.tenant or "-") + (" (admin)" if api_key.admin else ""),
                 "revoked" if api_key.revoked else "active",
                 budget,
                 f"${keys.spent(api_key):.6f}",

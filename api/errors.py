@@ -7,6 +7,7 @@ exceptions. Failures of the store's libraries (redis, kombu) are the store being
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import redis
@@ -34,7 +35,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": description}
     for code, description in {
         401: "Missing or invalid API key",
-        403: "Revoked API key",
+        400: "Ambiguous credentials (two keys)",
+        403: "Revoked API key, or an admin-only request",
         404: "Not found",
         409: "Conflict",
         413: "Too large",
@@ -63,7 +65,7 @@ def openai_error(error: OrchestratorError) -> OpenAIError:
 
 def _headers(error: OrchestratorError) -> dict[str, str]:
     retry = getattr(error, "retry_after_s", None)
-    return {"Retry-After": str(retry)} if retry else {}
+    return {"Retry-After": str(math.ceil(retry))} if retry else {}
 
 
 def install(app: FastAPI) -> None:

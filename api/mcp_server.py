@@ -20,7 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from shared.auth import ApiKey
+from shared.auth import ApiKey, owner_of
 from shared.errors import OrchestratorError
 from shared.jobs import JobInput, JobRecord, JobStatus, Usage, new_job_id
 from shared.metrics import MetricsReport
@@ -115,13 +115,12 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
     def needs_services(job: JobRequest) -> bool:
         if tools is None or not settings.mcp_services:
             return False
-        selection = orchestrator.propose(job).services
+        selection = orchestrator.propose(job, None).services
         return bool(selection and selection.services)
 
     async def queue(job: JobRequest, ctx: Context) -> JobRecord:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
-        caller = await run(_caller, ctx, orchestrator)
-        return await run(partial(orchestrator.submit, api_key=caller), job)
+        return await run(partial(orchestrator.submit, api_key=_caller(ctx)), job)
 
     @server.tool()
     async def orchestrate(
@@ -144,18 +143,19 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
             and _host_can_sample(ctx)
             and not await run(needs_services, job)
         ):  # sampling cannot run the tool-call loop
-            return await _from_host(job, ctx, orchestrator)
+            return await _from_host(job, ctx, orchestrator, _caller(ctx))
         record = await queue(job, ctx)
         try:
             return JobResult.of(await _follow(orchestrator, record.id, ctx, wait_seconds))
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_cancel_quietly, orchestrator, record.id)
+                await anyio.to_thread.run_sync(_cancel_quietly, orchestrator, record, _caller(ctx))
             raise
 
     @server.tool()
     async def analyze_request(
         request: str,
+        ctx: Context,
         context: dict[str, Any] | None = None,
         options: RequestOptions | None = None,
         document_id: str | None = None,
@@ -163,7 +163,8 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
         """Intent, skill, difficulty, the tier the quality target calls for, token counts and the plan (model,
         fallbacks, estimated and baseline cost, a document's compression), without running anything, and the
         downstream services and tools it would be offered."""
-        return await run(orchestrator.propose, body(request, context, options, document_id=document_id))
+        job = body(request, context, options, document_id=document_id)
+        return await run(orchestrator.propose, job, _caller(ctx))
 
     @server.tool()
     async def list_services() -> list[ServiceState]:
@@ -179,10 +180,13 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
         return await anyio.to_thread.run_sync(gateway_call, tools, service, tool, arguments or {})
 
     @server.tool()
-    async def get_metrics(period: Literal["1m", "5m", "1h", "1d"] = "5m") -> MetricsReport:
+    async def get_metrics(
+        ctx: Context, period: Literal["1m", "5m", "1h", "1d"] = "5m", scope: Literal["tenant", "all"] = "tenant"
+    ) -> MetricsReport:
         """Requests, tokens, cost, savings against the baseline, latency percentiles and distributions over the
-        last minute, 5 minutes, hour or day."""
-        return await run(orchestrator.metrics_report, period)
+        last minute, 5 minutes, hour or day: the caller's tenant's, or every tenant's (`all`, an admin key)."""
+        caller = _caller(ctx)
+        return await run(orchestrator.metrics_report, period, caller, scope == "all" or caller is None)
 
     @server.tool()
     async def submit_job(
@@ -198,14 +202,14 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
         return JobAccepted.of(record)
 
     @server.tool()
-    async def get_job(job_id: str) -> JobResult:
+    async def get_job(job_id: str, ctx: Context) -> JobResult:
         """A job's status, progress, answer, tokens, cost and savings."""
-        return JobResult.of(await run(orchestrator.job, job_id))
+        return JobResult.of(await run(orchestrator.job, job_id, _caller(ctx)))
 
     @server.tool()
-    async def cancel_job(job_id: str) -> JobResult:
+    async def cancel_job(job_id: str, ctx: Context) -> JobResult:
         """Cancel a queued or running job."""
-        return JobResult.of(await run(orchestrator.cancel, job_id, "cancelled by the MCP client"))
+        return JobResult.of(await run(orchestrator.cancel, job_id, "cancelled by the MCP client", _caller(ctx)))
 
     return server
 
@@ -227,14 +231,11 @@ async def _follow(orchestrator: Orchestrator, job_id: str, ctx: Context, wait_se
         await anyio.sleep(_POLL_SECONDS)
 
 
-def _caller(ctx: Context, orchestrator: Orchestrator) -> ApiKey | None:
-    """The API key of an MCP-over-HTTP caller (already checked by the HTTP middleware), whose budget the job
-    reserves; None over stdio, where the caller is the local user who started the server."""
-    headers = ctx.headers or {}
-    scheme, _, secret = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not orchestrator.settings.auth.enabled:
-        return None
-    return orchestrator.keys.authenticate(secret.strip())
+def _caller(ctx: Context) -> ApiKey | None:
+    """The API key the HTTP middleware checked for this message, the one that is billed and whose tenant's work
+    the tools see; None over stdio (the local user who started the server) or without authentication."""
+    state = getattr(ctx.request_context.request, "state", None)
+    return getattr(state, "api_key", None)
 
 
 def _describe(record: JobRecord) -> str:
@@ -243,10 +244,10 @@ def _describe(record: JobRecord) -> str:
     return record.stage
 
 
-def _cancel_quietly(orchestrator: Orchestrator, job_id: str) -> None:
+def _cancel_quietly(orchestrator: Orchestrator, record: JobRecord, caller: ApiKey | None) -> None:
     """The client gave up on `orchestrate`: cancel its job unless it finished meanwhile."""
     try:
-        orchestrator.cancel(job_id, "cancelled by the MCP client")
+        orchestrator.cancel(record.id, "cancelled by the MCP client", caller)
     except OrchestratorError:
         pass
 
@@ -261,9 +262,9 @@ def _host_can_sample(ctx: Context) -> bool:
     )
 
 
-async def _from_host(job: JobRequest, ctx: Context, orchestrator: Orchestrator) -> JobResult:
+async def _from_host(job: JobRequest, ctx: Context, orchestrator: Orchestrator, caller: ApiKey | None) -> JobResult:
     """Let the host's model answer; record the call as a job at zero API cost."""
-    proposal = orchestrator.propose(job)
+    proposal = orchestrator.propose(job, caller)
     analysis, plan = proposal.analysis, proposal.plan
     started = time.time()
     try:
@@ -301,6 +302,7 @@ async def _from_host(job: JobRequest, ctx: Context, orchestrator: Orchestrator) 
         baseline_cost_usd=plan.baseline.cost_usd,
         savings_usd=plan.baseline.cost_usd,
         savings_pct=100.0,
+        tenant=owner_of(caller),
     )
     await anyio.to_thread.run_sync(orchestrator.jobs.create, record)
     await anyio.to_thread.run_sync(orchestrator.metrics.record, record.outcome())

@@ -9,21 +9,25 @@ replaced by the actual cost (once per job, however often it is settled).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 import redis
 from pydantic import BaseModel, Field
 
 from shared.errors import BudgetExhausted
-from shared.jobs import JobRecord
+from shared.jobs import JobRecord, JobStatus
+from shared.rate_limit import RateDecision, RateLimiter
 from shared.routing import Plan
 from shared.settings import Settings
 from shared.store import key, script
 
 KEY_PREFIX = "orch_"
+TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ApiKey(BaseModel):
@@ -34,38 +38,77 @@ class ApiKey(BaseModel):
     budget_usd: float | None = Field(None, description="Spend allowed per period; None: unlimited.")
     budget_period: Literal["day", "month"] = "day"
     rate_per_minute: int | None = None
+    tenant: str | None = Field(
+        None, pattern=TENANT_NAME.pattern, description="The team whose work the key shares; None: the key alone."
+    )
+    admin: bool = Field(False, description="Sees every tenant's work and metrics.")
+
+    @property
+    def tenant_id(self) -> str:
+        """Whose work the key creates and sees: its tenant's, or (ungrouped) its own."""
+        return f"t.{self.tenant}" if self.tenant else f"k.{self.id}"
+
+
+def owner_of(caller: ApiKey | None) -> str | None:
+    """The tenant a caller's work belongs to; None without a key (authentication off, MCP over stdio)."""
+    return caller.tenant_id if caller is not None else None
+
+
+def may_see(caller: ApiKey | None, owner: str | None) -> bool:
+    """Whether `caller` may see work owned by `owner`. Without a key the caller is the deployment's one user (its
+    server runs without authentication, or it is the local MCP client); an admin key sees every tenant."""
+    return caller is None or caller.admin or caller.tenant_id == owner
 
 
 def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def worst_case_cost(plan: Plan, settings: Settings) -> float:
+def worst_case_cost(plan: Plan, settings: Settings, turns: int = 1) -> float:
     """What the job could cost at most: its input at the chain's dearest input price (a long-context rate
-    included), and every output token it may ask for at the dearest output price."""
+    included), and every output token it may ask for at the dearest output price, once per model turn (a job with
+    downstream tools may take `mcp_client.max_tool_steps` turns)."""
     sheets = [settings.catalog.sheet(model) for model in plan.chain]
-    return plan.estimated_input_tokens * max(s.input.highest for s in sheets) + plan.max_output_tokens * max(
+    one_turn = plan.estimated_input_tokens * max(s.input.highest for s in sheets) + plan.max_output_tokens * max(
         s.output.highest for s in sheets
     )
+    return one_turn * turns
 
+
+#: How long a job cancelled while its provider call ran may wait for that call to return and be billed.
+CANCELLED_CALL_GRACE_S = 600
 
 _UNLIMITED = 1e18  # what "no budget" reserves against: Lua reads no infinity
 
-# KEYS: spend. ARGV: amount, budget, ttl. Returns 1 when reserved.
+# KEYS: spend, open reservations (by time), their details. ARGV: amount, budget, ttl, job id, now, details.
+# Returns 1 when reserved. Every reservation is listed until it is settled, so none outlives a crashed process.
 _RESERVE = """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 if spent + tonumber(ARGV[1]) > tonumber(ARGV[2]) + 1e-12 then return 0 end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
 return 1
 """
 
-# KEYS: spend, settled guard. ARGV: actual minus reserved, guard ttl.
+# KEYS: spend, settled guard, open reservations, their details. ARGV: actual minus reserved, guard ttl, job id.
+# The actual cost is recorded whatever it is: a job that cost more than it reserved leaves the key over budget.
 _SETTLE = """
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('HDEL', KEYS[4], ARGV[3])
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]) end
 return 1
 """
+
+
+class Reservation(BaseModel):
+    """A job's reservation on a key's budget, open until the job is settled."""
+
+    job_id: str
+    spend_key: str
+    reserved_usd: float
 
 
 class KeyStore:
@@ -82,7 +125,13 @@ class KeyStore:
         return key(self.settings, "apikeys")
 
     def create(
-        self, name: str, budget_usd: float | None = None, budget_period: str = "day", rate_per_minute: int | None = None
+        self,
+        name: str,
+        budget_usd: float | None = None,
+        budget_period: str = "day",
+        rate_per_minute: int | None = None,
+        tenant: str | None = None,
+        admin: bool = False,
     ) -> tuple[ApiKey, str]:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         api_key = ApiKey(
@@ -92,6 +141,8 @@ class KeyStore:
             budget_usd=budget_usd,
             budget_period=budget_period,
             rate_per_minute=rate_per_minute,
+            tenant=tenant,
+            admin=admin,
         )
         digest = fingerprint(secret)
         with self.redis.pipeline() as pipe:
@@ -118,17 +169,11 @@ class KeyStore:
         self.redis.set(self._key(digest), api_key.model_dump_json())
         return True
 
-    def rate_limited(self, api_key: ApiKey) -> float | None:
-        """Seconds until the key may call again, or None if this call is within its rate."""
+    def take(self, api_key: ApiKey, requests: int = 1) -> RateDecision | None:
+        """Count `requests` against the key's rate (all or none); None for a key without a rate."""
         if not api_key.rate_per_minute:
             return None
-        now = time.time()
-        window = key(self.settings, "rate", api_key.id, str(int(now // 60)))
-        with self.redis.pipeline() as pipe:
-            pipe.incr(window)
-            pipe.expire(window, 120)
-            count, _ = pipe.execute()
-        return None if count <= api_key.rate_per_minute else 60 - now % 60
+        return RateLimiter(self.settings, self.redis).take(api_key.id, api_key.rate_per_minute, requests)
 
     def spend_key(self, api_key: ApiKey, at: float | None = None) -> str:
         moment = time.gmtime(at if at is not None else time.time())
@@ -138,13 +183,18 @@ class KeyStore:
     def spent(self, api_key: ApiKey) -> float:
         return float(self.redis.get(self.spend_key(api_key)) or 0)
 
-    def reserve(self, api_key: ApiKey, amount: float) -> str:
-        """Reserve `amount` of the key's budget; the spend key to settle against. A key without a budget is never
-        refused, but its spend is kept all the same (`orchestrator keys list` shows it)."""
+    def _open_reservations(self) -> list[str]:
+        return [key(self.settings, "reservations"), key(self.settings, "reservations", "details")]
+
+    def reserve(self, api_key: ApiKey, amount: float, job_id: str) -> str:
+        """Reserve `amount` of the key's budget for `job_id`; the spend key to settle against. A key without a
+        budget is never refused, but its spend is kept all the same (`orchestrator keys list` shows it)."""
         spend = self.spend_key(api_key)
         ttl = 2 * 86_400 if api_key.budget_period == "day" else 32 * 86_400
         budget = api_key.budget_usd if api_key.budget_usd is not None else _UNLIMITED
-        if not self._reserve(keys=[spend], args=[repr(amount), repr(budget), ttl]):
+        details = Reservation(job_id=job_id, spend_key=spend, reserved_usd=amount).model_dump_json()
+        args = [repr(amount), repr(budget), ttl, job_id, repr(time.time()), details]
+        if not self._reserve(keys=[spend, *self._open_reservations()], args=args):
             raise BudgetExhausted(
                 f"the budget of ${api_key.budget_usd:.4f} per {api_key.budget_period} of key {api_key.name!r} "
                 f"cannot cover this request (worst case ${amount:.6f}, already spent or reserved "
@@ -155,7 +205,33 @@ class KeyStore:
     def settle(self, spend_key: str, job_id: str, reserved: float, actual: float) -> bool:
         """Replace a job's reservation by its actual cost, once."""
         guard = key(self.settings, "spend", "settled", job_id)
-        return bool(self._settle(keys=[spend_key, guard], args=[repr(actual - reserved), 40 * 86_400]))
+        keys = [spend_key, guard, *self._open_reservations()]
+        return bool(self._settle(keys=keys, args=[repr(actual - reserved), 40 * 86_400, job_id]))
+
+    def unsettled(self, older_than_s: float) -> list[Reservation]:
+        """Reservations made more than `older_than_s` ago and not settled yet."""
+        index, details = self._open_reservations()
+        job_ids = self.redis.zrangebyscore(index, "-inf", time.time() - older_than_s, start=0, num=1000)
+        raws = self.redis.hmget(details, job_ids) if job_ids else []
+        return [Reservation.model_validate_json(raw) for raw in raws if raw]
+
+    def reconcile(self, older_than_s: float, lookup: Callable[[str], JobRecord | None]) -> list[str]:
+        """Settle the reservations that a crashed process left behind: a finished job at its recorded cost, a
+        job that never got a record at nothing. Jobs still running keep their reservation, and so, for
+        `CANCELLED_CALL_GRACE_S`, does a job cancelled while it ran: its worker settles it when the call returns.
+        The ids settled."""
+        settled, now = [], time.time()
+        for reservation in self.unsettled(older_than_s):
+            record = lookup(reservation.job_id)
+            if record is not None and not record.status.terminal:
+                continue
+            if record is not None and record.started_at and now - (record.finished_at or now) < CANCELLED_CALL_GRACE_S:
+                if record.status == JobStatus.cancelled:
+                    continue
+            actual = record.spent_usd if record is not None else 0.0
+            if self.settle(reservation.spend_key, reservation.job_id, reservation.reserved_usd, actual):
+                settled.append(reservation.job_id)
+        return settled
 
 
 def settle_job(settings: Settings, client: redis.Redis, record: JobRecord, actual_usd: float) -> None:

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import redis
 from pydantic import BaseModel
 
+from shared.auth import ApiKey, may_see
 from shared.job_store import JobStore
-from shared.jobs import JobRecord, JobStatus
+from shared.jobs import JOB_ID, JobRecord, JobStatus
 from shared.pricing import Percent, Usd, saved_pct
 from shared.settings import Settings
 from shared.store import key
@@ -55,17 +56,28 @@ class BatchStore:
     def _key(self, batch_id: str) -> str:
         return key(self.settings, "batch", batch_id)
 
-    def create(self, items: list[BatchItem]) -> str:
+    def create(self, items: list[BatchItem], owner: str | None = None) -> str:
+        """Store the batch's items under a new id; `owner` is the tenant whose keys (and admins) may read it."""
         batch_id = uuid.uuid4().hex
         ttl = self.settings.job_ttl_seconds
+        meta: dict[str, str | float | int] = {"created_at": time.time(), "total": len(items)}
+        if owner is not None:
+            meta["tenant"] = owner
         with self.redis.pipeline() as pipe:
-            pipe.hset(self._key(batch_id), mapping={"created_at": time.time(), "total": len(items)})
+            pipe.hset(self._key(batch_id), mapping=meta)
             pipe.expire(self._key(batch_id), ttl)
             for start in range(0, len(items), 1000):
                 pipe.rpush(f"{self._key(batch_id)}:items", *(i.model_dump_json() for i in items[start : start + 1000]))
             pipe.expire(f"{self._key(batch_id)}:items", ttl)
             pipe.execute()
         return batch_id
+
+    def visible(self, batch_id: str, caller: ApiKey | None) -> bool:
+        """Whether the batch exists and `caller` may see it; an id of another shape names no batch."""
+        if not JOB_ID.fullmatch(batch_id):
+            return False
+        meta = self.redis.hmget(self._key(batch_id), ["created_at", "tenant"])
+        return meta[0] is not None and may_see(caller, meta[1])
 
     def items(self, batch_id: str) -> list[BatchItem] | None:
         if not self.redis.exists(self._key(batch_id)):

@@ -43,13 +43,16 @@ class ResponseCache:
         self.settings = settings
         self.redis = client
 
-    def _key(self, model: str, request: ProviderRequest) -> str:
-        return key(self.settings, "cache", cache_key(model, request))
+    def _key(self, model: str, request: ProviderRequest, tenant: str | None) -> str:
+        if self.settings.response_cache.scope == "global" or tenant is None:
+            return key(self.settings, "cache", cache_key(model, request))
+        return key(self.settings, "cache", tenant, cache_key(model, request))
 
-    def get(self, model: str, request: ProviderRequest) -> Completion | None:
-        raw = self.redis.get(self._key(model, request))
+    def get(self, model: str, request: ProviderRequest, tenant: str | None = None) -> Completion | None:
+        """The answer cached for this request in `tenant`'s partition (or the shared one, per `scope`)."""
+        raw = self.redis.get(self._key(model, request, tenant))
         return Completion.model_validate_json(raw) if raw else None
 
-    def put(self, model: str, request: ProviderRequest, completion: Completion) -> None:
+    def put(self, model: str, request: ProviderRequest, completion: Completion, tenant: str | None = None) -> None:
         ttl = self.settings.response_cache.ttl_seconds
-        self.redis.set(self._key(model, request), completion.model_dump_json(), ex=ttl)
+        self.redis.set(self._key(model, request, tenant), completion.model_dump_json(), ex=ttl)

@@ -7,6 +7,7 @@ milliseconds per message, its key almost nothing. Byte ranges (GETRANGE) let a c
 from __future__ import annotations
 
 import hashlib
+import re
 
 from pydantic import BaseModel
 
@@ -14,6 +15,9 @@ from shared.errors import NotText
 from shared.settings import Settings
 from shared.store import key, redis_client
 from shared.tokens import count_tokens
+
+#: A document's id: the sha256 of its UTF-8 bytes.
+DOCUMENT_ID = re.compile(r"[0-9a-f]{64}")
 
 
 class DocumentInfo(BaseModel):
@@ -48,22 +52,36 @@ class DocumentStore:
     def _meta_key(self, document_id: str) -> str:
         return key(self.settings, "doc", document_id, "meta")
 
-    def put(self, text: str) -> DocumentInfo:
-        """Store the text (once per content) and return its id and size; storing it again refreshes its TTL."""
+    def _reference_key(self, document_id: str, owner: str) -> str:
+        return key(self.settings, "doc", document_id, "ref", owner)
+
+    def put(self, text: str, owner: str | None = None) -> DocumentInfo:
+        """Store the text (once per content, whoever stores it) and the owner's reference to it; return its id and
+        size. Storing it again refreshes its TTL."""
         data = text.encode("utf-8")
         document_id = hashlib.sha256(data).hexdigest()
         known = self.info(document_id)
         if known is not None:
-            self.redis.expire(self._key(document_id), self.ttl)
-            self.redis.expire(self._meta_key(document_id), self.ttl)
+            with self.redis.pipeline() as pipe:
+                pipe.expire(self._key(document_id), self.ttl)
+                pipe.expire(self._meta_key(document_id), self.ttl)
+                if owner is not None:
+                    pipe.set(self._reference_key(document_id, owner), "1", ex=self.ttl)
+                pipe.execute()
             return known
         info = DocumentInfo(id=document_id, tokens=count_tokens(text), bytes=len(data), chars=len(text))
         with self.redis.pipeline() as pipe:
             pipe.set(self._key(document_id), data, ex=self.ttl)
             pipe.hset(self._meta_key(document_id), mapping=info.model_dump(exclude={"id"}))
             pipe.expire(self._meta_key(document_id), self.ttl)
+            if owner is not None:
+                pipe.set(self._reference_key(document_id, owner), "1", ex=self.ttl)
             pipe.execute()
         return info
+
+    def referenced_by(self, document_id: str, owner: str) -> bool:
+        """Whether `owner` stored this document (each tenant sees only its own reference to shared content)."""
+        return bool(self.redis.exists(self._reference_key(document_id, owner)))
 
     def info(self, document_id: str) -> DocumentInfo | None:
         meta = self.redis.hgetall(self._meta_key(document_id))

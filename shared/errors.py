@@ -3,11 +3,13 @@
     OrchestratorError                  status  code
     ├── InvalidRequest                 400/422 invalid_request   the request itself is wrong
     │   └── NotText                    415     not_text          an upload that is not UTF-8 text
+    ├── Forbidden                      403     forbidden         the key may not do this (e.g. every tenant's metrics)
     ├── NotFound                       404     not_found         no such job, document, batch (or not yours)
     ├── Conflict                       409     conflict          e.g. cancelling a finished job
     ├── TooLarge                       413     too_large         a document or body past its limit
     ├── PlanningError                  422     no_model_fits     no model satisfies the constraints (`reasons`)
     ├── BudgetExhausted                429     budget_exhausted  the key's budget for the period is spent
+    ├── RateLimited                    429     rate_limited      more requests than the key's rate (`retry_after_s`)
     ├── JobFailed                      502     job_failed        every model of the chain failed (`record`)
     ├── NoProviderConfigured           503     no_provider       no provider account has a key
     └── StoreUnavailable               503     store_unavailable Redis cannot be reached (`retry_after_s`)
@@ -50,6 +52,12 @@ class NotText(InvalidRequest):
     status, code = 415, "not_text"
 
 
+class Forbidden(OrchestratorError):
+    """The caller is known but its key may not do this. Never said of another tenant's work: that is `NotFound`."""
+
+    status, code = 403, "forbidden"
+
+
 class NotFound(OrchestratorError):
     """Unknown, expired, or another tenant's: the three are told apart to nobody."""
 
@@ -79,6 +87,16 @@ class PlanningError(OrchestratorError):
 
 class BudgetExhausted(OrchestratorError):
     status, code = 429, "budget_exhausted"
+
+
+class RateLimited(OrchestratorError):
+    """More work than the key's rate admits now (a batch counts one request per item)."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class JobFailed(OrchestratorError):

@@ -105,6 +105,7 @@ class Executor:
             use_cache=record.input.options.cache,
             cancelled=cancelled,
             on_delta=on_delta,
+            tenant=record.tenant,
         )
 
     def serve_with_tools(
@@ -174,14 +175,16 @@ class Executor:
         use_cache: bool = True,
         cancelled: Callable[[], bool] = lambda: False,
         on_delta: Callable[[str], None] | None = None,
+        tenant: str | None = None,
     ) -> Served:
-        """Call `chain` in order, each model with its own request, until one answers."""
+        """Call `chain` in order, each model with its own request, until one answers. The cache is read and
+        filled in `tenant`'s partition; a cancelled job's answer is never cached (it was not paid for whole)."""
         attempts: list[Attempt] = []
         use_cache = self.cache is not None and use_cache
         for model in chain:
             provider = self.settings.catalog.spec(model).provider
             request = request_for(model)
-            if use_cache and (hit := self.cache.get(model, request)):
+            if use_cache and (hit := self.cache.get(model, request, tenant)):
                 attempts.append(_attempt(model, provider, 1, time.time(), ok=True, kind="cache_hit"))
                 return Served(completion=hit, model=model, provider=provider, attempts=attempts, cache_hit=True)
             gate = self.breakers.acquire(model)
@@ -192,8 +195,8 @@ class Executor:
                 continue
             served = self._try_model(model, provider, request, gate, attempts, cancelled, on_delta)
             if served is not None:
-                if use_cache:
-                    self.cache.put(model, request, served)
+                if use_cache and not cancelled():
+                    self.cache.put(model, request, served, tenant)
                 return Served(completion=served, model=model, provider=provider, attempts=attempts)
         summary = "; ".join(f"{a.model}: {a.error}" for a in attempts)
         raise ChainExhausted(f"every model of the chain failed ({summary})", attempts)

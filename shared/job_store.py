@@ -80,8 +80,9 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-# Finish an open job, wake its waiters and count it in the metrics, in one step; 0 if it was already finished.
-# KEYS[2] its done list, KEYS[3..6] the metrics' (none: not counted); ARGV[1] TTL, ARGV[2] the number n of
+# Finish an open job, wake its waiters and count it in the metrics, in one step; the status it had (0 if it was
+# already finished).
+# KEYS[2] its done list, KEYS[3..] the metrics' (none: not counted); ARGV[1] TTL, ARGV[2] the number n of
 # field/value arguments that follow, then those, then the metrics' arguments.
 _FINISH = (
     RECORD_FUNCTION
@@ -93,8 +94,8 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 600)
-if #KEYS > 2 then record_outcome({KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, {unpack(ARGV, 3 + n)}) end
-return 1
+if #KEYS > 2 then record_outcome({unpack(KEYS, 3)}, {unpack(ARGV, 3 + n)}) end
+return status
 """
 )
 
@@ -197,15 +198,17 @@ class JobStore:
             )
         )
 
-    def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> bool:
+    def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> JobStatus | None:
         """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as
-        `MetricsRecorder.record`); False if it had finished already, and then nothing is counted."""
+        `MetricsRecorder.record`); the status it finished from, or None if it had finished already (and then
+        nothing is counted)."""
         pairs = _pairs(fields)
         keys, args = [self._key(job_id), self._done_key(job_id)], [self.settings.job_ttl_seconds, len(pairs), *pairs]
         if counted is not None:
             metric_keys, metric_args = recording(self.settings, counted)
             keys, args = keys + metric_keys, args + metric_args
-        return bool(self._finish(keys=keys, args=args))
+        was = self._finish(keys=keys, args=args)
+        return JobStatus(json.loads(was)) if was else None
 
     def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""

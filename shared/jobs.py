@@ -5,6 +5,7 @@ Stored by `shared.job_store.JobStore`; a finished record (succeeded, failed, can
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from enum import StrEnum
@@ -117,9 +118,17 @@ class JobRecord(BaseModel):
     deliveries: int = 0
     worker: str | None = None
     billing: Billing | None = None
+    tenant: str | None = Field(None, description="Whose job it is: only its tenant's keys (and admins) see it.")
     error: str | None = None
     services: ServiceSelection | None = Field(None, description="Downstream MCP services and tools offered.")
     tool_calls: list[ToolCallRecord] = []
+
+    @property
+    def spent_usd(self) -> float:
+        """What the job has cost so far: its bill once finished, else what its document's preprocessing cost."""
+        if self.cost_usd is not None:
+            return self.cost_usd
+        return self.document.preprocessing_cost_usd if self.document else 0.0
 
     @property
     def duration_ms(self) -> float | None:
@@ -132,6 +141,7 @@ class JobRecord(BaseModel):
         succeeded = self.status == JobStatus.succeeded
         return RequestOutcome(
             job_id=self.id,
+            tenant=self.tenant,
             succeeded=succeeded,
             model=self.model_used,
             provider=self.provider_used,
@@ -149,6 +159,10 @@ class JobRecord(BaseModel):
                 Counter(call.service for call in self.tool_calls if call.service and call.outcome != "ok")
             ),
         )
+
+
+#: A job's id (and a batch's): 32 lowercase hex digits. Anything else names no job, and never reaches the store.
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def new_job_id() -> str:

@@ -42,6 +42,7 @@ class RequestOutcome(BaseModel):
     """One finished (or rejected) request as the metrics see it."""
 
     job_id: str | None = None
+    tenant: str | None = Field(None, description="Counted in the tenant's own buckets too.")
     succeeded: bool
     model: str | None = None
     provider: str | None = None
@@ -60,30 +61,37 @@ class RequestOutcome(BaseModel):
 
 
 # Count one request, as a Lua function that other scripts can call to count a request in the same step as their own
-# writes (a job's finish). keys: guard, minute bucket, hour bucket, all-time totals (for Prometheus). argv: guard
-# ttl, bucket ttl, then triples (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24
-# hashes, not 1,440.
+# writes (a job's finish). keys: guard, minute bucket, hour bucket, all-time totals (for Prometheus), then the
+# tenant's own minute and hour buckets when the request has a tenant. argv: guard ttl, bucket ttl, then triples
+# (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24 hashes, not 1,440.
 RECORD_FUNCTION = """
 local function record_outcome(keys, argv)
   if keys[1] ~= '' and not redis.call('SET', keys[1], '1', 'NX', 'EX', argv[1]) then return 0 end
   for i = 3, #argv, 3 do
     local op = argv[i] == 'i' and 'HINCRBY' or 'HINCRBYFLOAT'
-    for k = 2, 4 do redis.call(op, keys[k], argv[i + 1], argv[i + 2]) end
+    for k = 2, #keys do redis.call(op, keys[k], argv[i + 1], argv[i + 2]) end
   end
-  redis.call('EXPIRE', keys[2], argv[2])
-  redis.call('EXPIRE', keys[3], argv[2] + 3600)
+  for _, k in ipairs({2, 5}) do  -- minute buckets, then their hour buckets; the totals (4) never expire
+    if keys[k] then
+      redis.call('EXPIRE', keys[k], argv[2])
+      redis.call('EXPIRE', keys[k + 1], argv[2] + 3600)
+    end
+  end
   return 1
 end
 """
 _RECORD = RECORD_FUNCTION + "return record_outcome(KEYS, ARGV)"
 
 
-def bucket_key(settings: Settings, minute: int) -> str:
-    return key(settings, "metrics", str(minute))
+def bucket_key(settings: Settings, minute: int, tenant: str | None = None) -> str:
+    """A minute's bucket: every tenant's, or (with `tenant`) one tenant's."""
+    return key(settings, "metrics", str(minute)) if tenant is None else key(settings, "metrics", tenant, str(minute))
 
 
-def hour_key(settings: Settings, hour: int) -> str:
-    return key(settings, "metrics", "h", str(hour))
+def hour_key(settings: Settings, hour: int, tenant: str | None = None) -> str:
+    return (
+        key(settings, "metrics", "h", str(hour)) if tenant is None else key(settings, "metrics", tenant, "h", str(hour))
+    )
 
 
 def totals_key(settings: Settings) -> str:
@@ -111,6 +119,8 @@ def recording(settings: Settings, outcome: RequestOutcome, at: float | None = No
     minute = int((at if at is not None else time.time()) // 60)
     guard = key(settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
     keys = [guard, bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
+    if outcome.tenant is not None:
+        keys += [bucket_key(settings, minute, outcome.tenant), hour_key(settings, minute // 60, outcome.tenant)]
     return keys, [settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)]
 
 
@@ -213,28 +223,31 @@ def percentile_ms(histogram: list[float], q: float) -> float:
     return latency_bucket_upper_ms(len(histogram) - 1)
 
 
-def read_metrics(settings: Settings, client: redis.Redis, period: str, now: float | None = None) -> MetricsReport:
-    """Merge the minute buckets of `period`, from the current minute back to the period's start, in one pipeline."""
+def read_metrics(
+    settings: Settings, client: redis.Redis, period: str, now: float | None = None, tenant: str | None = None
+) -> MetricsReport:
+    """Merge the minute buckets of `period`, from the current minute back to the period's start, in one pipeline:
+    every tenant's, or one tenant's."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
     minutes = PERIODS[period]
     current = int((now if now is not None else time.time()) // 60)
     with client.pipeline(transaction=False) as pipe:
-        for name in window_keys(settings, current - minutes, current):
+        for name in window_keys(settings, current - minutes, current, tenant):
             pipe.hgetall(name)
         merged = merge_buckets(pipe.execute())
     return report(period, merged, minutes)
 
 
-def window_keys(settings: Settings, first: int, last: int) -> list[str]:
+def window_keys(settings: Settings, first: int, last: int, tenant: str | None = None) -> list[str]:
     """Bucket keys covering minutes [first, last]: whole hours as hour buckets, the ragged edges as minutes."""
     names, minute = [], first
     while minute <= last:
         if minute % 60 == 0 and minute + 59 <= last:
-            names.append(hour_key(settings, minute // 60))
+            names.append(hour_key(settings, minute // 60, tenant))
             minute += 60
         else:
-            names.append(bucket_key(settings, minute))
+            names.append(bucket_key(settings, minute, tenant))
             minute += 1
     return names
 

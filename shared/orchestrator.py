@@ -11,17 +11,17 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from shared.auth import ApiKey, KeyStore, settle_job, worst_case_cost
+from shared.auth import ApiKey, KeyStore, may_see, owner_of, settle_job, worst_case_cost
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.catalog import CatalogEntry
 from shared.compression import (
     Preprocessing,
     summaries_cost_usd,
 )
-from shared.documents import DocumentInfo, DocumentStore
-from shared.errors import Conflict, NotFound, PlanningError, TooLarge
+from shared.documents import DOCUMENT_ID, DocumentInfo, DocumentStore
+from shared.errors import Conflict, Forbidden, NotFound, PlanningError, TooLarge
 from shared.job_store import Enqueue, JobStore
-from shared.jobs import Billing, DocumentUse, JobInput, JobRecord, JobStatus, new_job_id
+from shared.jobs import JOB_ID, Billing, DocumentUse, JobInput, JobRecord, JobStatus, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, RequestOutcome, read_metrics
 from shared.planning import Planner, ToolCatalog
 from shared.requests import JobRequest, Proposal
@@ -86,13 +86,14 @@ class Orchestrator:
     def propose(
         self,
         body: JobRequest,
+        caller: ApiKey | None,
         require_keys: bool = False,
         open_breakers: set[str] = frozenset(),
         document: DocumentInfo | None = None,
     ) -> Proposal:
         """What would run, at what cost (see `Planner.propose`); a `document_id` is read from the store."""
         if document is None and body.document_id is not None:
-            document = self.document(body.document_id)
+            document = self.document(body.document_id, caller)
         return self.planner.propose(body, require_keys, open_breakers, document)
 
     # --- running --------------------------------------------------------------------------------------------------
@@ -108,17 +109,17 @@ class Orchestrator:
         """Plan (skipping models whose breaker is open), reserve the worst case on the caller's budget, record the
         job and queue it: straight to its tier's queue, or through `preprocess` when its document must be compressed
         to fit the chosen model. `exact_model` refuses, before anything is stored, a plan that chose another."""
-        document = self._stored_document(body)
+        document = self._stored_document(body, api_key)
         if open_breakers is None:  # a long-lived `breakers` answers from its snapshot, without a round trip
             open_breakers = self.breakers.unavailable()
         try:
-            proposal = self.propose(body, require_keys=True, open_breakers=open_breakers, document=document)
+            proposal = self.propose(body, api_key, require_keys=True, open_breakers=open_breakers, document=document)
             proposal = self._within_budget(body, proposal, api_key, open_breakers, document)
             if exact_model is not None and proposal.plan.model != exact_model:
                 why = proposal.plan.rejected.get(exact_model, "not usable")
                 raise PlanningError(f"model {exact_model} is not available: {why}", proposal.plan.rejected)
         except PlanningError:
-            self.metrics.record(RequestOutcome(succeeded=False, rejected=True))
+            self.metrics.record(RequestOutcome(tenant=owner_of(api_key), succeeded=False, rejected=True))
             raise
         record = JobRecord(
             id=new_job_id(),
@@ -131,8 +132,11 @@ class Orchestrator:
             analysis=proposal.analysis,
             plan=proposal.plan,
             services=proposal.services,
+            tenant=owner_of(api_key),
         )
-        worst_case = worst_case_cost(proposal.plan, self.settings)
+        offered_tools = bool(proposal.services and proposal.services.services)
+        turns = self.settings.mcp_client.max_tool_steps if offered_tools else 1
+        worst_case = worst_case_cost(proposal.plan, self.settings, turns)
         if not (document and proposal.document):
             if record.document:
                 record.document.sent_tokens, record.document.tokens_saved = document.tokens, 0
@@ -174,59 +178,71 @@ class Orchestrator:
         if affordable < MIN_USEFUL_OUTPUT:
             return proposal  # the reservation refuses it, saying what is left
         capped = body.model_copy(update={"options": body.options.model_copy(update={"max_tokens": affordable})})
-        return self.propose(capped, require_keys=True, open_breakers=open_breakers, document=document)
+        return self.propose(capped, api_key, require_keys=True, open_breakers=open_breakers, document=document)
 
-    def _stored_document(self, body: JobRequest) -> DocumentInfo | None:
+    def _stored_document(self, body: JobRequest, caller: ApiKey | None) -> DocumentInfo | None:
         if body.document is not None:
-            limit = self.settings.document_processing.max_document_bytes
-            if len(body.document.encode("utf-8")) > limit:
-                raise TooLarge(f"document larger than the limit of {limit:,} bytes")
-            return self.documents.put(body.document)
+            return self.store_document(body.document, caller)
         if body.document_id is not None:
-            return self.document(body.document_id)
+            return self.document(body.document_id, caller)
         return None
 
     def _reserve(self, record: JobRecord, api_key: ApiKey | None, worst_case: float) -> None:
         """Reserve the job's worst-case cost on the caller's budget (BudgetExhausted when it cannot)."""
         if api_key is not None:
-            spend = self.keys.reserve(api_key, worst_case)
+            spend = self.keys.reserve(api_key, worst_case, record.id)
             record.billing = Billing(api_key_id=api_key.id, spend_key=spend, reserved_usd=worst_case)
 
-    def cancel(self, job_id: str, reason: str) -> JobRecord:
+    def cancel(self, job_id: str, reason: str, caller: ApiKey | None) -> JobRecord:
         """Cancel an unfinished job: it never runs, or runs no further attempt; its reservation is released and its
         waiters woken. Conflict when it had already finished."""
-        record = self.job(job_id)
-        if not self.jobs.finish(
+        record = self.job(job_id, caller)
+        was = self.jobs.finish(
             record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error=reason
-        ):
+        )
+        if was is None:
             raise Conflict(f"job {job_id} already {self.jobs.status(job_id)}; nothing to cancel")
         self.dispatch.revoke(record.id)
-        settle_job(self.settings, self.jobs.redis, record, 0.0)
-        return self.job(job_id)
+        if record.input.stream:
+            self.jobs.answers.close(record.id, JobStatus.cancelled)  # its readers stop here, and the stream expires
+        if was == JobStatus.queued:
+            settle_job(self.settings, self.jobs.redis, record, 0.0)  # it never ran: nothing was spent
+        # else the worker settles it at what its provider calls cost when they return (or the reconciler does)
+        return self.job(job_id, caller)
 
     # --- reading --------------------------------------------------------------------------------------------------
 
-    def job(self, job_id: str) -> JobRecord:
-        record = self.jobs.get(job_id)
-        if record is None:
+    def job(self, job_id: str, caller: ApiKey | None) -> JobRecord:
+        """The job, if `caller` may see it: another tenant's job is as unknown as one that never existed."""
+        record = self.jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        if record is None or not may_see(caller, record.tenant):
             raise NotFound(f"no job {job_id} (unknown or expired)")
         return record
 
-    def wait(self, job_id: str, timeout_s: float) -> JobRecord:
-        """The job once it has finished, or as it is after `timeout_s`."""
-        return self.jobs.wait(job_id, timeout_s) or self.job(job_id)
+    def wait(self, record: JobRecord, timeout_s: float) -> JobRecord:
+        """The job (one the caller just submitted) once it has finished, or as it is after `timeout_s`."""
+        return self.jobs.wait(record.id, timeout_s) or self.jobs.get(record.id) or record
 
-    def store_document(self, text: str) -> DocumentInfo:
-        return self.documents.put(text)
+    def store_document(self, text: str, caller: ApiKey | None) -> DocumentInfo:
+        limit = self.settings.document_processing.max_document_bytes
+        if len(text.encode("utf-8")) > limit:
+            raise TooLarge(f"document larger than the limit of {limit:,} bytes")
+        return self.documents.put(text, owner_of(caller))
 
-    def document(self, document_id: str) -> DocumentInfo:
-        info = self.documents.info(document_id)
-        if info is None:
+    def document(self, document_id: str, caller: ApiKey | None) -> DocumentInfo:
+        """The document, if `caller` stored it (or may see every tenant's work)."""
+        owner = owner_of(caller)
+        info = self.documents.info(document_id) if DOCUMENT_ID.fullmatch(document_id) else None
+        if info is None or not (may_see(caller, None) or self.documents.referenced_by(document_id, owner)):
             raise NotFound(f"no document {document_id} (unknown or expired): upload it again")
         return info
 
-    def metrics_report(self, period: str) -> MetricsReport:
-        return read_metrics(self.settings, self.jobs.redis, period)
+    def metrics_report(self, period: str, caller: ApiKey | None, every_tenant: bool = False) -> MetricsReport:
+        """The caller's tenant's metrics, or (`every_tenant`, for an admin key or without authentication) all."""
+        if every_tenant and not may_see(caller, None):
+            raise Forbidden("only an admin key reads every tenant's metrics (`orchestrator keys create --admin`)")
+        tenant = None if every_tenant or caller is None else caller.tenant_id
+        return read_metrics(self.settings, self.jobs.redis, period, tenant=tenant)
 
     def provider_health(self) -> list[BreakerState]:
         return self.breakers.states()

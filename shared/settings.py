@@ -91,6 +91,11 @@ class RoutingSettings(BaseModel):
 class ResponseCache(BaseModel):
     enabled: bool = True
     ttl_seconds: int = Field(3600, gt=0)
+    scope: Literal["tenant", "global"] = Field(
+        "tenant",
+        description="tenant: a tenant's answers serve only its own requests (a hit would tell another tenant what "
+        "was asked); global: shared by every tenant, for a deployment whose keys all belong to one team.",
+    )
 
 
 #: Which environment variables hold each well-known provider's key, in the order they are tried.

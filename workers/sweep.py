@@ -5,6 +5,10 @@ between the two loses the message, and its job would wait forever. The job store
 LLM queue until a claim takes it (`JobStore.lost`); once messages sent well after a job's own have been claimed,
 its message should have been taken too. One worker at a time (a Redis lock) looks for such jobs, makes sure their
 message is neither in a worker's unacknowledged set nor back in the queue, and sends it again.
+
+The same round settles the budget reservations a process left behind when it died between a job's finish and its
+settlement (`KeyStore.reconcile`): a job finished for longer than the round's interval is settled at its recorded
+cost, so a reservation is never held more than two intervals (30 s by default) past its job's end.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from shared.auth import KeyStore
 from shared.job_store import JobStore
 from shared.store import key
 from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app, task_message
@@ -29,6 +34,7 @@ PAGE = 1000
 class LostMessageSweep:
     def __init__(self, app: Celery, jobs: JobStore) -> None:
         self.app, self.jobs, self.redis = app, jobs, jobs.redis
+        self.keys = KeyStore(jobs.settings, jobs.redis)
         self.interval = jobs.settings.lost_message_sweep_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lost-message-sweep", daemon=True)
@@ -51,6 +57,9 @@ class LostMessageSweep:
         lock = key(self.jobs.settings, "jobs", "sweep-lock")
         if not self.redis.set(lock, "1", nx=True, px=int(self.interval * 1000)):
             return []
+        settled = self.keys.reconcile(older_than_s=self.interval, lookup=self.jobs.get)
+        if settled:
+            log.warning("settled %d reservations left by a crashed process: %s", len(settled), ", ".join(settled))
         resent = []
         for queue in LLM_QUEUES:
             candidates = self.jobs.lost(queue, grace_s=self.interval)

@@ -8,6 +8,7 @@ nor counts one twice. A job cancelled while it runs stops before its next provid
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,14 +69,15 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
         return {"job_id": job_id, "status": record.status}
     try:
         document = _document_text(record)
-        relay = (lambda text: store.answers.append(job_id, text)) if record.input.stream else None
         cancelled = lambda: store.status(job_id) == JobStatus.cancelled  # noqa: E731
+        relay = _Relay(store, job_id, cancelled) if record.input.stream else None
         toolbox = _toolbox(record, runtime)
         if toolbox:
             served = executor.serve_with_tools(record, toolbox, document, cancelled=cancelled, on_delta=relay)
         else:
             served = executor.serve(record, document, cancelled=cancelled, on_delta=relay)
     except Cancelled:
+        settle_job(store.settings, store.redis, record, 0.0)  # cancelled before a call that answered: none billed
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
         finished = finish_job(
@@ -125,6 +127,25 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": "superseded"}
 
 
+class _Relay:
+    """Hands the answer's pieces to the job's stream until the job is cancelled (asked at most every 0.2 s): the
+    rest of a cancelled answer is not delivered, though the call runs on and is billed at what it reports."""
+
+    CHECK_EVERY_S = 0.2
+
+    def __init__(self, store: JobStore, job_id: str, cancelled: Callable[[], bool]) -> None:
+        self.store, self.job_id, self.cancelled = store, job_id, cancelled
+        self.checked_at = time.monotonic()
+        self.stopped = False
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if not self.stopped and now - self.checked_at >= self.CHECK_EVERY_S:
+            self.checked_at, self.stopped = now, self.cancelled()
+        if not self.stopped:
+            self.store.answers.append(self.job_id, text)
+
+
 def _toolbox(record: JobRecord, runtime: Services) -> Toolbox | None:
     """The job's downstream tools, as this process reaches them; services down here are noted on the record."""
     if record.services is None or not record.services.services:
@@ -162,6 +183,9 @@ def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord |
     fields = {"stage": "done", "progress": 1.0, "finished_at": time.time()} | fields
     finished = record.model_copy(update=fields)
     if not store.finish(record.id, counted=finished.outcome(), **fields):
+        # Cancelled while its call ran: the call is settled at what it cost (a no-op when a cancel of the queued
+        # job, or another delivery, settled it already).
+        settle_job(store.settings, store.redis, finished, finished.spent_usd)
         return None
     if record.input.stream:
         store.answers.close(record.id, fields["status"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, status
@@ -12,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from api.batches import BatchRequest, DryRun, parse_jsonl, plan_lines, refusal_reason, submit_lines
 from api.deps import Caller, OrchestratorDep
+from shared.auth import ApiKey, owner_of
 from shared.batches import BatchItem, BatchStore, BatchSummary, result_line
-from shared.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from shared.errors import Conflict, InvalidRequest, NotFound, RateLimited, TooLarge
 from shared.orchestrator import Orchestrator
 
 router = APIRouter(tags=["batches"])
@@ -86,11 +88,13 @@ async def create_batch(
     cannot be planned is refused with its line number; the others run."""
     lines = await _lines(request, orchestrator.settings.max_batch_items)
     if dry_run:
-        planned = await run_in_threadpool(plan_lines, lines, orchestrator)
+        planned = await run_in_threadpool(plan_lines, lines, partial(orchestrator.propose, caller=caller))
         return JSONResponse(planned.model_dump(mode="json"))
+    if caller is not None and len(lines) > 1:
+        await run_in_threadpool(_count_items, orchestrator, caller, len(lines))
     batches = _batches(orchestrator)
     items = await run_in_threadpool(submit_lines, lines, orchestrator, caller)
-    batch_id = await run_in_threadpool(batches.create, items)
+    batch_id = await run_in_threadpool(batches.create, items, owner_of(caller))
     refused = [item for item in items if item.error]
     return BatchAccepted(
         id=batch_id,
@@ -101,24 +105,44 @@ async def create_batch(
     )
 
 
-def _summary_or_404(batches: BatchStore, batch_id: str) -> BatchSummary:
-    summary = batches.summary(batch_id)
+def _count_items(orchestrator: Orchestrator, caller: ApiKey, items: int) -> None:
+    """A batch of N items counts N requests against the key's rate: the request itself was counted, the rest
+    are taken here, all or none."""
+    rate = orchestrator.keys.take(caller, items - 1)
+    if rate is None or rate.allowed:
+        return
+    limit = caller.rate_per_minute
+    if items > limit:
+        raise RateLimited(
+            f"a batch of {items:,} items counts {items:,} requests; key {caller.name!r} has "
+            f"{limit:,} per minute: send at most {limit:,} items at a time",
+            None,
+        )
+    raise RateLimited(
+        f"a batch of {items:,} items counts {items:,} requests; {rate.available + 1:,} fit now within the rate of "
+        f"{limit:,} per minute of key {caller.name!r}; retry in {rate.retry_after:.1f}s",
+        rate.retry_after,
+    )
+
+
+def _summary_or_404(batches: BatchStore, batch_id: str, caller: ApiKey | None) -> BatchSummary:
+    summary = batches.summary(batch_id) if batches.visible(batch_id, caller) else None
     if summary is None:
         raise NotFound(f"no batch {batch_id} (unknown or expired)")
     return summary
 
 
-def _items_or_404(batches: BatchStore, batch_id: str) -> list[BatchItem]:
-    items = batches.items(batch_id)
+def _items_or_404(batches: BatchStore, batch_id: str, caller: ApiKey | None) -> list[BatchItem]:
+    items = batches.items(batch_id) if batches.visible(batch_id, caller) else None
     if items is None:
         raise NotFound(f"no batch {batch_id} (unknown or expired)")
     return items
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchSummary)
-def get_batch(batch_id: str, orchestrator: OrchestratorDep) -> BatchSummary:
+def get_batch(batch_id: str, orchestrator: OrchestratorDep, caller: Caller) -> BatchSummary:
     """Counts per status, progress, tokens, cost and savings so far."""
-    return _summary_or_404(_batches(orchestrator), batch_id)
+    return _summary_or_404(_batches(orchestrator), batch_id, caller)
 
 
 @router.get(
@@ -126,10 +150,10 @@ def get_batch(batch_id: str, orchestrator: OrchestratorDep) -> BatchSummary:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-def batch_results(batch_id: str, orchestrator: OrchestratorDep) -> StreamingResponse:
+def batch_results(batch_id: str, orchestrator: OrchestratorDep, caller: Caller) -> StreamingResponse:
     """One JSON line per input line, in input order: the result, or why the line was refused."""
     batches = _batches(orchestrator)
-    items = _items_or_404(batches, batch_id)
+    items = _items_or_404(batches, batch_id, caller)
 
     def lines() -> Iterator[str]:
         for item, record in batches.records(items):
@@ -139,13 +163,13 @@ def batch_results(batch_id: str, orchestrator: OrchestratorDep) -> StreamingResp
 
 
 @router.delete("/v1/batches/{batch_id}", response_model=BatchSummary)
-def cancel_batch(batch_id: str, orchestrator: OrchestratorDep) -> BatchSummary:
+def cancel_batch(batch_id: str, orchestrator: OrchestratorDep, caller: Caller) -> BatchSummary:
     """Cancel every job of the batch that has not finished."""
     batches = _batches(orchestrator)
-    for _, record in batches.records(_items_or_404(batches, batch_id)):
+    for _, record in batches.records(_items_or_404(batches, batch_id, caller)):
         if record is not None and not record.status.terminal:
             try:
-                orchestrator.cancel(record.id, "batch cancelled")
+                orchestrator.cancel(record.id, "batch cancelled", caller)
             except Conflict:
                 pass  # it finished meanwhile
-    return _summary_or_404(batches, batch_id)
+    return _summary_or_404(batches, batch_id, caller)

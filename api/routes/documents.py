@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import OrchestratorDep
+from api.deps import Caller, OrchestratorDep
 from shared.documents import DocumentInfo, decode_text
 from shared.errors import InvalidRequest, TooLarge
 
@@ -38,15 +38,16 @@ _BODY = {
     responses={413: {"description": "Too large"}, 415: {"description": "Not UTF-8 text"}},
     openapi_extra=_BODY,
 )
-async def upload_document(request: Request, orchestrator: OrchestratorDep) -> DocumentInfo:
+async def upload_document(request: Request, orchestrator: OrchestratorDep, caller: Caller) -> DocumentInfo:
     """Store a document (raw text body, a multipart `file`, or JSON `{"text": ...}`); its id is its sha256."""
     text = await _document_from(request, orchestrator.settings.document_processing.max_document_bytes)
-    return await run_in_threadpool(orchestrator.store_document, text)
+    return await run_in_threadpool(orchestrator.store_document, text, caller)
 
 
 @router.get("/v1/documents/{document_id}", response_model=DocumentInfo)
-def get_document(document_id: str, orchestrator: OrchestratorDep) -> DocumentInfo:
-    return orchestrator.document(document_id)
+def get_document(document_id: str, orchestrator: OrchestratorDep, caller: Caller) -> DocumentInfo:
+    """The document's size in tokens, bytes and characters: 404 unless the caller's tenant stored it."""
+    return orchestrator.document(document_id, caller)
 
 
 async def _document_from(request: Request, limit: int) -> str:

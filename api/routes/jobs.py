@@ -24,14 +24,15 @@ def create_job(body: JobRequest, orchestrator: OrchestratorDep, caller: Caller) 
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobRecord)
-def get_job(job_id: str, orchestrator: OrchestratorDep) -> JobRecord:
-    return orchestrator.job(job_id)
+def get_job(job_id: str, orchestrator: OrchestratorDep, caller: Caller) -> JobRecord:
+    """The job's status, progress, answer, tokens, cost and savings: 404 unless it is the caller's tenant's."""
+    return orchestrator.job(job_id, caller)
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobRecord)
-def cancel_job(job_id: str, orchestrator: OrchestratorDep) -> JobRecord:
+def cancel_job(job_id: str, orchestrator: OrchestratorDep, caller: Caller) -> JobRecord:
     """Cancel a queued or running job. A running provider call finishes, but nothing after it runs or bills."""
-    return orchestrator.cancel(job_id, "cancelled by request")
+    return orchestrator.cancel(job_id, "cancelled by request", caller)
 
 
 @router.post(
@@ -51,7 +52,7 @@ def orchestrate(
     """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
     record = orchestrator.submit(body, api_key=caller)
     timeout = orchestrator.settings.orchestrate_wait_seconds if wait is None else wait
-    finished = orchestrator.wait(record.id, timeout)
+    finished = orchestrator.wait(record, timeout)
     if not finished.status.terminal:
         return JSONResponse(JobAccepted.of(finished).model_dump(mode="json"), status.HTTP_202_ACCEPTED)
     if finished.status != JobStatus.succeeded:

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import redis
 import uvicorn
 
+from shared.auth import KeyStore
 from shared.settings import get_settings
 
 
@@ -40,3 +42,32 @@ def poll(client: httpx.Client, job_id: str, timeout: float = 20) -> dict:
         if record["status"] in ("succeeded", "failed", "cancelled") or time.monotonic() > deadline:
             return record
         time.sleep(0.05)
+
+
+@pytest.fixture
+def secured(redis_env, provider_env, monkeypatch):
+    """The API with authentication on, a key store, and a client factory."""
+    monkeypatch.setenv("ORCH_AUTH__ENABLED", "true")
+    get_settings.cache_clear()
+    settings = get_settings()
+    from api.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    keys = KeyStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
+    base = f"http://127.0.0.1:{port}"
+    yield (
+        settings,
+        keys,
+        lambda secret=None: httpx.Client(
+            base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"} if secret else {}
+        ),
+    )
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
-import redis
-import uvicorn
 
-from shared.auth import KeyStore, worst_case_cost
+from shared.auth import worst_case_cost
 from shared.planning import Planner
 from shared.requests import JobRequest
-from shared.settings import get_settings
 from tests.integration.conftest import poll
 from tests.wire.servers import Fail
 
 QUESTION = "What is a noun?"
-
-
-@pytest.fixture
-def secured(redis_env, provider_env, monkeypatch):
-    """The API with authentication on, a key store, and a client factory."""
-    monkeypatch.setenv("ORCH_AUTH__ENABLED", "true")
-    get_settings.cache_clear()
-    settings = get_settings()
-    from api.app import create_app
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    keys = KeyStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
-    base = f"http://127.0.0.1:{port}"
-    yield (
-        settings,
-        keys,
-        lambda secret=None: httpx.Client(
-            base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"} if secret else {}
-        ),
-    )
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_without_with_a_wrong_and_with_a_revoked_key(secured):

@@ -151,7 +151,7 @@ def test_keys_without_a_budget_show_what_they_spent(redis_env, provider_env, sta
 
     orchestrator = build_orchestrator(settings)
     start_worker()
-    record = orchestrator.wait(orchestrator.submit(JobRequest(request="Define entropy"), api_key=unlimited).id, 20)
+    record = orchestrator.wait(orchestrator.submit(JobRequest(request="Define entropy"), api_key=unlimited), 20)
     assert record.status == "succeeded" and record.cost_usd > 0
     assert _settled(keys, unlimited, record.cost_usd) == pytest.approx(record.cost_usd)
 
@@ -170,7 +170,7 @@ def test_a_small_budget_caps_the_answer_instead_of_refusing(redis_env, provider_
     record = orchestrator.submit(JobRequest(request="Define entropy"), api_key=small)
     assert record.plan.max_output_tokens < settings.default_max_output_tokens  # capped to what fits
     assert record.billing.reserved_usd <= 0.0005
-    finished = orchestrator.wait(record.id, 20)
+    finished = orchestrator.wait(record, 20)
     assert finished.status == "succeeded" and _settled(keys, small, finished.cost_usd) == pytest.approx(
         finished.cost_usd
     )

@@ -109,6 +109,7 @@ class Reply:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    delta_interval_s: float = 0.0  # streamed: the pause before each piece of the answer (OpenAI's wire format)
 
     def __post_init__(self) -> None:
         if self.respond is not None and self.text is not None:
@@ -155,6 +156,7 @@ class Answer:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    delta_interval_s: float = 0.0
 
     @property
     def billed_output(self) -> int:
@@ -440,7 +442,7 @@ class WireServer:
         if truncated:
             text = " ".join(text.split()[:cap])
         if not reply.usage:
-            return Answer(text, None, None, calls, truncated)
+            return Answer(text, None, None, calls, truncated, delta_interval_s=reply.delta_interval_s)
         input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
         if reply.cached_tokens + reply.cache_write_tokens > input_tokens:
             raise ValueError(
@@ -458,6 +460,7 @@ class WireServer:
             reply.cached_tokens,
             reply.cache_write_tokens,
             reply.reasoning_tokens,
+            reply.delta_interval_s,
         )
 
     def _next_id(self, prefix: str) -> str:
@@ -617,6 +620,7 @@ class OpenAIWireServer(WireServer):
 
         yield _sse_data(chunk({"role": "assistant", "content": ""}, None))
         for delta in answer.deltas:
+            time.sleep(answer.delta_interval_s)
             yield _sse_data(chunk({"content": delta}, None))
         yield _sse_data(chunk({}, cls._finish(answer)))
         if usage is not None:
