@@ -15,11 +15,12 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from api import errors
+from api.limits import RequestLimits
 from api.mcp_server import create_mcp_server
 from api.openai_compat import router as openai_routes
 from api.prometheus import RedisTotalsCollector
 from api.routes import rest_routes
-from api.security import ApiKeyMiddleware, BodySizeLimit
+from api.security import ApiKeyMiddleware, reply
 from shared.breaker import CircuitBreakers
 from shared.orchestrator import Orchestrator
 from shared.services.manager import ServiceManager
@@ -60,8 +61,11 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         summary="Cheapest capable model per request, on a task queue, with the savings accounted.",
         lifespan=lifespan,
     )
+    # Inside the key check (the last added runs first): a caller without a valid key is refused before its body is
+    # read, so only a key holder can make the server hold a body, and never more than the limit.
+    limits = {"max_bytes": settings.max_request_bytes, "max_json_depth": settings.max_json_depth}
+    app.add_middleware(RequestLimits, **limits, reply=reply)
     app.add_middleware(ApiKeyMiddleware, settings=settings)
-    app.add_middleware(BodySizeLimit, limit=settings.max_request_bytes)
     app.state.settings = settings
     app.state.orchestrator = orchestrator
     app.state.prometheus = CollectorRegistry()

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from api.limits import too_deep
 from shared.auth import ApiKey
 from shared.batches import BatchItem
 from shared.errors import OrchestratorError
@@ -64,11 +65,15 @@ class DryRun(BaseModel):
     savings_pct: Percent
 
 
-def parse_jsonl(text: str) -> list[tuple[int, dict[str, Any] | str]]:
-    """(line number, parsed object or the reason it is not one) for every non-blank line."""
+def parse_jsonl(text: str, max_depth: int = 32) -> list[tuple[int, dict[str, Any] | str]]:
+    """(line number, parsed object or the reason it is not one) for every non-blank line; a line nested deeper
+    than `max_depth` is refused before it is parsed, as a JSON body is."""
     parsed: list[tuple[int, dict[str, Any] | str]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
+            continue
+        if too_deep(line.encode(), max_depth):
+            parsed.append((number, f"JSON nested deeper than the limit of {max_depth}"))
             continue
         try:
             value = json.loads(line)

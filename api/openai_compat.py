@@ -223,8 +223,8 @@ def job_request(chat: ChatCompletionRequest) -> JobRequest:
     try:
         return JobRequest(request=chat.messages[last].text, context=context, options=options)
     except ValidationError as error:  # the orchestrator's own limits, on options the chat body named otherwise
-        loc = error.errors()[0]["loc"]
-        raise OpenAIError.invalid(error.errors(), param=str(loc[-1]) if loc else None) from None
+        named = [part for part in error.errors()[0]["loc"] if isinstance(part, str)]  # ("options", "stop", 0): stop
+        raise OpenAIError.invalid(error.errors(), param=named[-1] if named else None) from None
 
 
 def _headers(record: JobRecord) -> dict[str, str]:

@@ -115,24 +115,3 @@ async def reply(scope: Scope, send: Send, status: int, detail: str, headers: dic
     raw += [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
-
-
-class BodySizeLimit:
-    """413 for a request whose declared body is larger than `max_request_bytes`, before any of it is read."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope["headers"]).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.limit:
-                await reply(
-                    scope,
-                    send,
-                    413,
-                    f"request body of {int(declared):,} bytes is larger than the limit of {self.limit:,} bytes",
-                )
-                return
-        await self.app(scope, receive, send)

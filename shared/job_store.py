@@ -18,7 +18,7 @@ from pydantic_core import to_json
 
 from shared.answers import AnswerStream
 from shared.deliveries import DeliveryNotes
-from shared.jobs import JobRecord, JobStatus
+from shared.jobs import Billing, JobRecord, JobStatus
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
 from shared.settings import Settings
 from shared.store import key, redis_client, script
@@ -178,6 +178,11 @@ class JobStore:
                 pipe.hgetall(self._key(job_id))
             raws = pipe.execute()
         return [_parse(raw) for raw in raws]
+
+    def billing(self, job_id: str) -> Billing | None:
+        """The job's reservation, read alone: it settles even a record that no longer validates as a whole."""
+        raw = self.redis.hget(self._key(job_id), "billing")
+        return Billing.model_validate_json(raw) if raw and raw != "null" else None
 
     def status(self, job_id: str) -> JobStatus | None:
         raw = self.redis.hget(self._key(job_id), "status")

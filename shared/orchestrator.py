@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from shared.auth import ApiKey, KeyStore, may_see, owner_of, settle_job, worst_case_cost
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.catalog import CatalogEntry
@@ -213,8 +215,12 @@ class Orchestrator:
     # --- reading --------------------------------------------------------------------------------------------------
 
     def job(self, job_id: str, caller: ApiKey | None) -> JobRecord:
-        """The job, if `caller` may see it: another tenant's job is as unknown as one that never existed."""
-        record = self.jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        """The job, if `caller` may see it: another tenant's job is as unknown as one that never existed. A record
+        that no longer validates (written by an incompatible release) is not served at all."""
+        try:
+            record = self.jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        except ValidationError:
+            record = None
         if record is None or not may_see(caller, record.tenant):
             raise NotFound(f"no job {job_id} (unknown or expired)")
         return record

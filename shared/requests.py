@@ -6,7 +6,8 @@ files), so a request is validated the same way whatever door it came in by.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -17,6 +18,8 @@ from shared.routing import Analysis, Plan, RequestOptions
 from shared.services.selection import ServiceSelection
 
 MAX_REQUEST_CHARS = 200_000
+MAX_CONTEXT_CHARS = 200_000
+MAX_CONTEXT_KEYS = 256
 
 
 class JobRequest(BaseModel):
@@ -36,7 +39,12 @@ class JobRequest(BaseModel):
     }
 
     request: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS, description="What to do, in plain language.")
-    context: dict[str, Any] = Field(default_factory=dict, description="Facts the model needs, as key/value pairs.")
+    context: dict[Annotated[str, Field(max_length=256)], Any] = Field(
+        default_factory=dict,
+        max_length=MAX_CONTEXT_KEYS,
+        description=f"Facts the model needs, as key/value pairs: at most {MAX_CONTEXT_KEYS} keys and "
+        f"{MAX_CONTEXT_CHARS:,} characters as JSON.",
+    )
     options: RequestOptions = Field(default_factory=RequestOptions)
     document: str | None = Field(None, description="A document to work on, inline (stored once by content hash).")
     document_id: str | None = Field(
@@ -49,6 +57,13 @@ class JobRequest(BaseModel):
         if not request.strip():
             raise ValueError("the request is blank: say what to do")
         return request
+
+    @field_validator("context")
+    @classmethod
+    def _context_size(cls, context: dict[str, Any]) -> dict[str, Any]:
+        if context and len(json.dumps(context, ensure_ascii=False, default=str)) > MAX_CONTEXT_CHARS:
+            raise ValueError(f"the context is larger than {MAX_CONTEXT_CHARS:,} characters as JSON: send a document")
+        return context
 
     @model_validator(mode="after")
     def _one_document(self) -> JobRequest:

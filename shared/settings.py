@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     orchestrate_wait_seconds: float = Field(30.0, ge=0)
     max_batch_items: int = Field(10_000, gt=0)
     max_request_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Largest HTTP request body accepted.")
+    max_json_depth: int = Field(
+        32, ge=4, description="Deepest nesting of arrays and objects in a JSON body or batch line (422 past it)."
+    )
 
     use_host_model: bool = Field(
         False, description="Let an MCP host that offers sampling answer with its own model, at no API cost."

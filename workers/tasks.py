@@ -15,9 +15,10 @@ from typing import Any
 import redis
 from celery import Task
 from celery.utils.log import get_task_logger
+from pydantic import ValidationError
 
 from shared.accounting import bill, usage_of
-from shared.auth import settle_job
+from shared.auth import KeyStore, settle_job
 from shared.execution import Cancelled, ChainExhausted
 from shared.job_store import JobStore
 from shared.jobs import JobRecord, JobStatus, Usage
@@ -40,12 +41,25 @@ def execute_job(self: Task, job_id: str) -> dict[str, Any]:
         raise self.retry(exc=error, countdown=min(30, 2**self.request.retries)) from error
     except Exception as error:
         log.exception("job %s failed unexpectedly", job_id)
-        runtime = services()
-        record = runtime.jobs.get(job_id)
-        if record is not None:
-            reason = f"internal error: {type(error).__name__}: {error}"
-            finish_job(runtime.jobs, record, status=JobStatus.failed, error=reason)
+        _fail(job_id, f"internal error: {type(error).__name__}: {error}")
         return {"job_id": job_id, "status": JobStatus.failed}
+
+
+def _fail(job_id: str, reason: str) -> None:
+    """Fail a job that broke its run; one whose record cannot even be read is failed field by field, and its
+    reservation released, so it never stays `running` with its budget held."""
+    jobs = services().jobs
+    try:
+        record = jobs.get(job_id)
+    except ValidationError as error:
+        first = error.errors()[0]
+        reason = f"the job's record cannot be read: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        failed = {"status": JobStatus.failed, "stage": "done", "progress": 1.0, "finished_at": time.time()}
+        if jobs.finish(job_id, error=reason, **failed) and (billing := jobs.billing(job_id)) and billing.spend_key:
+            KeyStore(jobs.settings, jobs.redis).settle(billing.spend_key, job_id, billing.reserved_usd, 0.0)
+        return
+    if record is not None:
+        finish_job(jobs, record, status=JobStatus.failed, error=reason)
 
 
 def _execute(self: Task, job_id: str) -> dict[str, Any]:

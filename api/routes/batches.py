@@ -30,15 +30,15 @@ class BatchAccepted(BaseModel):
     poll: str
 
 
-async def _lines(request: Request, limit: int) -> list[tuple[int, dict[str, Any] | str]]:
+async def _lines(request: Request, limit: int, max_depth: int) -> list[tuple[int, dict[str, Any] | str]]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
         upload = (await request.form()).get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidRequest("multipart upload needs a `file` field", "file")
-        lines = parse_jsonl((await upload.read()).decode("utf-8", errors="replace"))
+        lines = parse_jsonl((await upload.read()).decode("utf-8", errors="replace"), max_depth)
     elif kind in _JSONL_TYPES:
-        lines = parse_jsonl((await request.body()).decode("utf-8", errors="replace"))
+        lines = parse_jsonl((await request.body()).decode("utf-8", errors="replace"), max_depth)
     else:
         try:
             batch = BatchRequest.model_validate_json(await request.body())
@@ -86,7 +86,8 @@ async def create_batch(
 ) -> Any:
     """Submit many jobs: `{"items": [...]}`, `{"request": ..., "documents": [...]}` or a JSONL upload. A line that
     cannot be planned is refused with its line number; the others run."""
-    lines = await _lines(request, orchestrator.settings.max_batch_items)
+    settings = orchestrator.settings
+    lines = await _lines(request, settings.max_batch_items, settings.max_json_depth)
     if dry_run:
         planned = await run_in_threadpool(plan_lines, lines, partial(orchestrator.propose, caller=caller))
         return JSONResponse(planned.model_dump(mode="json"))

@@ -20,13 +20,18 @@ from shared.routing.skills import Skill, read_skill
 from shared.settings import Settings, Tier
 from shared.tokens import count_tokens, encode
 
+#: The longest stop sequence passed on to a provider.
+MAX_STOP_CHARS = 256
+
 
 class RequestOptions(BaseModel):
     """Caller's options, as in the original `orchestrate` tool."""
 
     model_config = {"extra": "forbid"}
 
-    preferred_models: list[str] = Field(default_factory=list, description="Models to try first, in order.")
+    preferred_models: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list, max_length=32, description="Models to try first, in order."
+    )
     max_cost: float | None = Field(None, gt=0, description="Maximum estimated cost of this request in USD.")
     max_tokens: int | None = Field(None, gt=0, le=200_000, description="Maximum output tokens asked of the model.")
     min_context_window: int | None = Field(None, gt=0, description="Only models with at least this window.")
@@ -39,8 +44,10 @@ class RequestOptions(BaseModel):
     )
     tier: Tier | None = Field(None, description="Force a tier instead of the one the quality target calls for.")
     temperature: float | None = Field(None, ge=0, le=2)
-    stop: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, max_length=4, description="Up to 4 sequences that end the answer where they appear."
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list,
+        max_length=4,
+        description=f"Up to 4 sequences of at most {MAX_STOP_CHARS} characters that end the answer where they appear.",
     )
     cache: bool = Field(True, description="Answer from the exact-match response cache when possible.")
     strategy: Literal["auto", "extractive", "hierarchical", "semantic", "hybrid"] | None = Field(
