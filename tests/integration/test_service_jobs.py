@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from shared.requests import JobRequest
 from shared.settings import get_settings
 from tests.integration.conftest import poll
 from tests.wire.mcp_http_server import McpHttpServer
@@ -249,3 +250,19 @@ def test_the_step_limit_ends_a_model_that_keeps_calling_tools(
     assert "still asked for tools after 2 steps" in record["error"]
     assert [(call["step"], call["outcome"]) for call in record["tool_calls"]] == [(1, "ok"), (2, "ok")]
     assert calc.counts["echo"] == 2
+
+
+def test_a_job_offered_tools_reserves_every_turn_of_the_tool_loop(services_env, redis_env, provider_env):
+    from api.app import build_orchestrator
+    from shared.auth import KeyStore, worst_case_cost
+
+    settings = get_settings()
+    turns = settings.mcp_client.max_tool_steps
+    with build_orchestrator(settings) as orchestrator:
+        api_key, _ = KeyStore(settings, orchestrator.jobs.redis).create("tools")
+        with_tools = orchestrator.submit(JobRequest(request="Use the calculator to sum 2 and 3"), api_key=api_key)
+        plain = orchestrator.submit(JobRequest(request="Write a haiku about autumn"), api_key=api_key)
+    assert with_tools.services and with_tools.services.services and turns > 1
+    assert with_tools.billing.reserved_usd == pytest.approx(worst_case_cost(with_tools.plan, settings, turns))
+    assert not (plain.services and plain.services.services)
+    assert plain.billing.reserved_usd == pytest.approx(worst_case_cost(plain.plan, settings))
