@@ -109,3 +109,18 @@ def test_analyze_json_into_a_closed_pipe_ends_quietly(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["line"] == 1
     assert done.stderr == ""
+
+
+def test_keys_of_a_tenant_and_an_admin_key(redis_env, tmp_path):
+    env = {"ORCH_REDIS_URL": redis_env, "ORCH_DATA_DIR": str(tmp_path)}
+    bad = orchestrator("keys", "create", "--name", "x", "--tenant", "two words", env=env)
+    assert bad.returncode == 2 and "a tenant name is 1-64 letters" in bad.stderr
+    made = [
+        orchestrator("keys", "create", "--name", name, *extra, env=env)
+        for name, extra in (("ci", ["--tenant", "alpha"]), ("ops", ["--admin"]))
+    ]
+    assert [done.returncode for done in made] == [0, 0]
+    assert all(done.stdout.strip().startswith("orch_") for done in made)
+    table = orchestrator("keys", "list", env=env | {"COLUMNS": "200"}).stdout.splitlines()
+    rows = {line.split()[1]: line for line in table if len(line.split()) > 3 and line.split()[0] != "id"}
+    assert rows["ci"].split()[2] == "alpha" and "(admin)" in rows["ops"]
