@@ -139,3 +139,70 @@ def test_router_train_rebuilds_the_shipped_model_offline(tmp_path):
         assert rebuilt.card.training["leave_one_benchmark_out"][benchmark]["apgr"] == pytest.approx(
             scores["apgr"], abs=0.01
         )
+    scores_new = np.load(tmp_path / TOKEN_SCORES_FILE)
+    scores_old = np.load(ROOT / "shared" / "routing" / "model" / TOKEN_SCORES_FILE)
+    assert np.allclose(scores_new.astype(float), scores_old.astype(float), atol=2e-3)
+
+
+def _write_outcomes(path: Path, rows: list[dict]) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def _own_outcomes() -> list[dict]:
+    """A team's own logs: the small model fails word problems with numbers, keeps up on the rest."""
+    rows = []
+    for index in range(120):
+        for benchmark in ("support", "finance"):
+            hard = index % 2 == 0
+            prompt = (
+                f"A customer bought {index + 3} items at ${index + 7} each and returned {index % 5}. How much is owed?"
+                if hard
+                else f"Thank the customer for message number {index} in a friendly tone."
+            )
+            rows.append(
+                {
+                    "id": f"{benchmark}-{index}",
+                    "source": f"team/{benchmark}",
+                    "prompt": prompt,
+                    "scores": {"big": 1.0, "small": 0.0 if hard else 1.0},
+                    "cost_usd": {"big": 0.01, "small": 0.001},
+                }
+            )
+    return rows
+
+
+def test_retraining_on_ones_own_outcome_data(tmp_path):
+    data = _write_outcomes(tmp_path / "own.jsonl.gz", _own_outcomes())
+    config = TrainingConfig(strong="big", cheap=["small"], stand_ins={"simple": ["small"], "moderate": 0.5})
+    trained = train(config, [data])
+    write_model(trained, tmp_path / "model")
+    assert (tmp_path / "model" / MODEL_FILE).is_file()
+    model = DifficultyModel.load(tmp_path / "model")
+    figures = trained.report["leave_one_benchmark_out"]
+    assert set(figures) == {"team/support", "team/finance"}
+    # half the prompts are in the gap and the model ranks every one of them first: the most APGR can be, 1 - 0.5/2
+    assert all(f["apgr"] == pytest.approx(0.75) and f["cpt80"] == pytest.approx(0.4) for f in figures.values())
+    word_problem = "A customer bought 12 items at $30 each and returned 2. How much is owed?"
+    thanks = "Thank the customer for their message in a friendly tone."
+    options = RequestOptions(quality_target=0.99)
+    assert analyze(word_problem, None, options, SETTINGS, model=model).tier == Tier.complex
+    assert analyze(thanks, None, options, SETTINGS, model=model).tier == Tier.simple
+    configured = load_settings(routing={"model_dir": tmp_path / "model"})  # what ORCH_ROUTING__MODEL_DIR sets
+    assert analyze(word_problem, None, options, configured).complexity_score == pytest.approx(
+        analyze(word_problem, None, options, SETTINGS, model=model).complexity_score
+    )
+    with pytest.raises(ConfigError, match="no usable difficulty model"):
+        analyze(thanks, None, options, load_settings(routing={"model_dir": tmp_path / "nothing"}))
+
+
+def test_router_train_refuses_missing_and_malformed_data(tmp_path):
+    from api.cli import main
+
+    assert main(["router", "train", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path)]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "source": "x/y", "prompt": "hi", "scores": {"big": 1}}\nnot json\n')
+    assert main(["router", "train", "--data", str(bad), "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / MODEL_FILE).exists()
