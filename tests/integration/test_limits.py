@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -226,3 +227,43 @@ def test_the_project_app_refuses_before_any_work_in_its_own_formats(one_megabyte
     assert fine.status_code == 200 and fine.json()["plan"]["model"]
     assert unread.status_code == 401
     assert keys.spent(api_key) == 0.0 and keys.unsettled(0) == []  # nothing was reserved for any of them
+
+
+def test_the_api_server_holds_no_more_than_twice_the_limit_while_50_mb_arrive(redis_env, provider_env, tmp_path):
+    """`orchestrator serve` itself, with a key: the routes that read a body, with 50 MB chunked at a 1 MB limit."""
+    from shared.auth import KeyStore
+    from shared.settings import get_settings
+    from shared.store import redis_client
+
+    settings = get_settings()
+    _, secret = KeyStore(settings, redis_client(settings)).create("uploader")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "ORCH_AUTH__ENABLED": "true", "ORCH_MAX_REQUEST_BYTES": str(LIMIT)}
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+    )
+    headers = {"authorization": f"Bearer {secret}"}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "serve.log").read_text()
+                    time.sleep(0.2)
+            for path, kind in (("/v1/jobs", "application/json"), ("/v1/documents", "text/plain")):
+                sent = {"content-type": kind}
+                assert client.post(path, content=chunked(5_000_000), headers=sent).status_code == 413  # warm up
+                peak_before = kilobytes(process.pid, "VmHWM")
+                response = client.post(path, content=chunked(50_000_000), headers=sent)
+                assert response.status_code == 413 and response.json()["detail"] == TOO_LARGE["detail"]
+                growth = (kilobytes(process.pid, "VmHWM") - peak_before) * 1024
+                assert growth < 2 * LIMIT, (path, growth)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
