@@ -132,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
     create = key_commands.add_parser("create", help="make a key (shown once)")
     create.add_argument("--name", required=True)
-    create.add_argument("--budget-usd", type=float, help="spend allowed per period")
+    create.add_argument("--budget-usd", type=_positive(float), help="spend allowed per period")
     create.add_argument("--period", choices=["day", "month"], default="day")
-    create.add_argument("--rate-per-minute", type=int, help="requests allowed per minute")
+    create.add_argument("--rate-per-minute", type=_positive(int), help="requests allowed per minute")
     create.add_argument("--tenant", type=_tenant_name, help="team whose keys share their jobs, batches and documents")
     create.add_argument("--admin", action="store_true", help="sees every tenant's work and metrics")
     create.set_defaults(handler=_keys_create)
@@ -594,6 +594,21 @@ def _key_store() -> Iterator[Any]:
 
     with _runtime(get_settings(), worker_threads=None) as settings:
         yield KeyStore(settings, redis_client(settings))
+
+
+def _positive(kind: type[int] | type[float]):
+    """An argparse type: a number above zero, or a usage error that says so."""
+
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be above zero, got {value}")
+        return number
+
+    return parse
 
 
 def _tenant_name(value: str) -> str:

@@ -112,10 +112,10 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
         except OrchestratorError as error:
             raise ToolError(error.message) from None
 
-    def needs_services(job: JobRequest) -> bool:
+    def needs_services(job: JobRequest, caller: ApiKey | None) -> bool:
         if tools is None or not settings.mcp_services:
             return False
-        selection = orchestrator.propose(job, None).services
+        selection = orchestrator.propose(job, caller).services
         return bool(selection and selection.services)
 
     async def queue(job: JobRequest, ctx: Context) -> JobRecord:
@@ -141,7 +141,7 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
             and document is None
             and document_id is None
             and _host_can_sample(ctx)
-            and not await run(needs_services, job)
+            and not await run(needs_services, job, _caller(ctx))
         ):  # sampling cannot run the tool-call loop
             return await _from_host(job, ctx, orchestrator, _caller(ctx))
         record = await queue(job, ctx)

@@ -14,6 +14,8 @@ import math
 from typing import Any
 
 import redis
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.openai_compat import OpenAIError, is_openai_path
@@ -83,6 +85,9 @@ class ApiKeyMiddleware:
             )
         else:
             scope["state"]["api_key"] = api_key
+            # The MCP session manager binds a session to the principal that opened it: another key that learns the
+            # session's id is answered as if it did not exist.
+            scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=api_key.id, scopes=[]))
             await self.app(scope, receive, send)
 
 

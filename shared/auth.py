@@ -37,7 +37,7 @@ class ApiKey(BaseModel):
     revoked: bool = False
     budget_usd: float | None = Field(None, description="Spend allowed per period; None: unlimited.")
     budget_period: Literal["day", "month"] = "day"
-    rate_per_minute: int | None = None
+    rate_per_minute: int | None = Field(None, gt=0)
     tenant: str | None = Field(
         None, pattern=TENANT_NAME.pattern, description="The team whose work the key shares; None: the key alone."
     )
@@ -74,9 +74,6 @@ def worst_case_cost(plan: Plan, settings: Settings, turns: int = 1) -> float:
     )
     return one_turn * turns
 
-
-#: How long a job cancelled while its provider call ran may wait for that call to return and be billed.
-CANCELLED_CALL_GRACE_S = 600
 
 _UNLIMITED = 1e18  # what "no budget" reserves against: Lua reads no infinity
 
@@ -208,30 +205,51 @@ class KeyStore:
         keys = [spend_key, guard, *self._open_reservations()]
         return bool(self._settle(keys=keys, args=[repr(actual - reserved), 40 * 86_400, job_id]))
 
-    def unsettled(self, older_than_s: float) -> list[Reservation]:
-        """Reservations made more than `older_than_s` ago and not settled yet."""
+    def unsettled(self, older_than_s: float, pages: int = 10, page: int = 1000) -> list[Reservation]:
+        """Reservations made more than `older_than_s` ago and not settled yet, oldest first, up to `pages` pages."""
         index, details = self._open_reservations()
-        job_ids = self.redis.zrangebyscore(index, "-inf", time.time() - older_than_s, start=0, num=1000)
-        raws = self.redis.hmget(details, job_ids) if job_ids else []
-        return [Reservation.model_validate_json(raw) for raw in raws if raw]
+        found: list[Reservation] = []
+        for number in range(pages):
+            job_ids = self.redis.zrangebyscore(index, "-inf", time.time() - older_than_s, start=number * page, num=page)
+            raws = self.redis.hmget(details, job_ids) if job_ids else []
+            found += [Reservation.model_validate_json(raw) for raw in raws if raw]
+            if len(job_ids) < page:
+                break
+        return found
 
-    def reconcile(self, older_than_s: float, lookup: Callable[[str], JobRecord | None]) -> list[str]:
-        """Settle the reservations that a crashed process left behind: a finished job at its recorded cost, a
-        job that never got a record at nothing. Jobs still running keep their reservation, and so, for
-        `CANCELLED_CALL_GRACE_S`, does a job cancelled while it ran: its worker settles it when the call returns.
-        The ids settled."""
-        settled, now = [], time.time()
-        for reservation in self.unsettled(older_than_s):
-            record = lookup(reservation.job_id)
-            if record is not None and not record.status.terminal:
+    def reconcile(
+        self,
+        older_than_s: float,
+        lookup: Callable[[str], JobRecord | None],
+        held: Callable[[list[str]], set[str]],
+    ) -> list[str]:
+        """Settle the reservations that a process which died left behind; the ids settled.
+
+        - a finished job: at its recorded cost (its worker died between the finish and the settlement);
+        - a job cancelled while its call ran, once no worker holds its message (`held`: the worker that ran the
+          call died before the call returned and was billed): at its reservation, the most the call can have cost;
+        - a job that has no record, or one that cannot be read (`lookup` gives None): at nothing.
+        Jobs still queued or running keep their reservation."""
+        candidates = [(reservation, lookup(reservation.job_id)) for reservation in self.unsettled(older_than_s)]
+        cut_off = [r.job_id for r, record in candidates if record is not None and _cancelled_while_running(record)]
+        running = held(cut_off) if cut_off else set()
+        settled = []
+        for reservation, record in candidates:
+            if (record is not None and not record.status.terminal) or reservation.job_id in running:
                 continue
-            if record is not None and record.started_at and now - (record.finished_at or now) < CANCELLED_CALL_GRACE_S:
-                if record.status == JobStatus.cancelled:
-                    continue
-            actual = record.spent_usd if record is not None else 0.0
+            if record is None:
+                actual = 0.0
+            elif _cancelled_while_running(record):
+                actual = max(reservation.reserved_usd, record.spent_usd)
+            else:
+                actual = record.spent_usd
             if self.settle(reservation.spend_key, reservation.job_id, reservation.reserved_usd, actual):
                 settled.append(reservation.job_id)
         return settled
+
+
+def _cancelled_while_running(record: JobRecord) -> bool:
+    return record.status == JobStatus.cancelled and record.started_at is not None
 
 
 def settle_job(settings: Settings, client: redis.Redis, record: JobRecord, actual_usd: float) -> None:

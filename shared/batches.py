@@ -85,11 +85,11 @@ class BatchStore:
         return [BatchItem.model_validate_json(raw) for raw in self.redis.lrange(f"{self._key(batch_id)}:items", 0, -1)]
 
     def records(self, items: list[BatchItem]) -> Iterator[tuple[BatchItem, JobRecord | None]]:
-        """Each item with its job record, read 200 at a time."""
+        """Each item with its job record, read 200 at a time; a record that cannot be read counts as expired."""
         for start in range(0, len(items), 200):
             window = items[start : start + 200]
             ids = [item.job_id for item in window if item.job_id]
-            records = dict(zip(ids, self.jobs.get_many(ids), strict=True))
+            records = dict(zip(ids, self.jobs.get_many(ids, unreadable=None), strict=True))
             for item in window:
                 yield item, records.get(item.job_id) if item.job_id else None
 

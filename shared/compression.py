@@ -76,6 +76,7 @@ class Preprocessing(BaseModel):
     llm_chain: list[str] = []
     job_id: str | None = None
     tier: str | None = None
+    tenant: str | None = None  # whose summaries these are: cached and reused within the tenant only
 
 
 class Compressed(BaseModel):
@@ -92,10 +93,13 @@ class Compressed(BaseModel):
     note: str = ""
 
 
-def summary_key(settings: Settings, document_id: str, strategy: Strategy, query: str, budget: int) -> str:
+def summary_key(
+    settings: Settings, document_id: str, strategy: Strategy, query: str, budget: int, tenant: str | None = None
+) -> str:
+    """The key of a compression, per tenant: a hit would tell another tenant what was asked of the document."""
     normalised = " ".join(query.lower().split())
     digest = hashlib.sha256(json.dumps([document_id, strategy, normalised, budget]).encode()).hexdigest()
-    return key(settings, "summary", digest)
+    return key(settings, "summary", digest) if tenant is None else key(settings, "summary", tenant, digest)
 
 
 class SummaryCache:
@@ -150,8 +154,10 @@ def summaries_cost_usd(work: Preprocessing, document_tokens: int, settings: Sett
     return read * max(s.input.highest for s in sheets) + written * max(s.output.highest for s in sheets)
 
 
-def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str) -> Served:
-    """One summary by the first model of `chain` that answers (retries, breakers and cache included)."""
+def summarize(
+    executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str, tenant: str | None = None
+) -> Served:
+    """One summary by the first model of `chain` that answers (retries, breakers and `tenant`'s cache included)."""
 
     def request_for(model: str) -> ProviderRequest:
         return ProviderRequest(
@@ -166,7 +172,7 @@ def summarize(executor: Executor, chain: list[str], text: str, focus: str, max_t
             timeout_s=executor.settings.provider_timeout_seconds,
         )
 
-    return executor.complete(chain, request_for)
+    return executor.complete(chain, request_for, tenant=tenant)
 
 
 def compose(

@@ -38,18 +38,29 @@ class Served(BaseModel):
 
 
 class ChainExhausted(Exception):
-    """Every model of the chain failed, or one failed in a way no other model would fix."""
+    """Every model of the chain failed, or one failed in a way no other model would fix. `spent` is what the turns
+    of a tool loop that answered before it used (billed all the same), None when no call answered."""
 
-    def __init__(self, message: str, attempts: list[Attempt], tool_calls: list[ToolCallRecord] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        attempts: list[Attempt],
+        tool_calls: list[ToolCallRecord] = (),
+        spent: Served | None = None,
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.tool_calls = list(tool_calls)  # the downstream calls made before it failed
+        self.spent = spent
 
 
 class Cancelled(Exception):
-    def __init__(self, attempts: list[Attempt]) -> None:
+    """The job was cancelled between calls; `spent` as for `ChainExhausted`."""
+
+    def __init__(self, attempts: list[Attempt], spent: Served | None = None) -> None:
         super().__init__("cancelled")
         self.attempts = attempts
+        self.spent = spent
 
 
 def provider_request(
@@ -124,6 +135,8 @@ class Executor:
         attempts: list[Attempt] = []
         chain, used = record.plan.chain, dict.fromkeys(_USAGE_FIELDS, 0)
         max_steps, specs = self.settings.mcp_client.max_tool_steps, toolbox.specs
+        spent: Served | None = None  # the turns answered so far, with their summed usage
+
         for step in range(1, max_steps + 1):
             try:
                 served = self.complete(
@@ -133,17 +146,20 @@ class Executor:
                     cancelled=cancelled,
                 )
             except ChainExhausted as error:
-                raise ChainExhausted(str(error), attempts + error.attempts, calls) from error
+                raise ChainExhausted(str(error), attempts + error.attempts, calls, spent) from error
+            except Cancelled as error:
+                raise Cancelled(attempts + error.attempts, spent) from error
             attempts += served.attempts
             chain = chain[chain.index(served.model) :]
             answer = served.completion
             used = {name: used[name] + getattr(answer, name) for name in _USAGE_FIELDS}
+            spent = served.model_copy(update={"completion": answer.model_copy(update=used)})
             if not answer.tool_calls:
                 break
             turns.append(Message(role="assistant", content=answer.text, tool_calls=answer.tool_calls))
             for call in answer.tool_calls:
                 if cancelled():
-                    raise Cancelled(attempts)
+                    raise Cancelled(attempts, spent)
                 result, call_record = toolbox.run(call, step)
                 calls.append(call_record)
                 turns.append(
@@ -162,6 +178,7 @@ class Executor:
                     f"(mcp_client.max_tool_steps) and gave no answer",
                     attempts,
                     calls,
+                    spent,
                 )
         if on_delta is not None and answer.text:
             on_delta(answer.text)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import redis
+from pydantic import ValidationError
 from pydantic_core import to_json
 
 from shared.answers import AnswerStream
@@ -121,6 +122,13 @@ def _parse(raw: dict[str, str]) -> JobRecord | None:
     return JobRecord.model_validate_json("{" + ",".join(f'"{name}":{value}' for name, value in raw.items()) + "}")
 
 
+def _parse_or_none(raw: dict[str, str]) -> JobRecord | None:
+    try:
+        return _parse(raw)
+    except ValidationError:
+        return None
+
+
 def _record(flat: list[str]) -> JobRecord | None:
     """A record from a script's flat HGETALL reply."""
     return _parse(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -172,12 +180,16 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return _parse(self.redis.hgetall(self._key(job_id)))
 
-    def get_many(self, job_ids: list[str]) -> list[JobRecord | None]:
+    def get_many(self, job_ids: list[str], unreadable: Literal["raise"] | None = "raise") -> list[JobRecord | None]:
+        """The records of `job_ids` in one round trip; `unreadable=None` gives None for a record that no longer
+        validates instead of raising."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self._key(job_id))
             raws = pipe.execute()
-        return [_parse(raw) for raw in raws]
+        if unreadable == "raise":
+            return [_parse(raw) for raw in raws]
+        return [_parse_or_none(raw) for raw in raws]
 
     def billing(self, job_id: str) -> Billing | None:
         """The job's reservation, read alone: it settles even a record that no longer validates as a whole."""

@@ -147,7 +147,7 @@ class Orchestrator:
             return record
 
         compression = proposal.document
-        work = self.planner.preprocessing(document.id, body.request, compression).model_copy(
+        work = self.planner.preprocessing(document.id, body.request, compression, record.tenant).model_copy(
             update={"job_id": record.id, "tier": proposal.plan.tier}
         )
         record.document.strategy, record.document.strategy_reason = compression.strategy, compression.reason
@@ -207,8 +207,8 @@ class Orchestrator:
         self.dispatch.revoke(record.id)
         if record.input.stream:
             self.jobs.answers.close(record.id, JobStatus.cancelled)  # its readers stop here, and the stream expires
-        if was == JobStatus.queued:
-            settle_job(self.settings, self.jobs.redis, record, 0.0)  # it never ran: nothing was spent
+        if was == JobStatus.queued:  # no call of its model ran: what it spent is its document's preprocessing, if any
+            settle_job(self.settings, self.jobs.redis, record, record.spent_usd)
         # else the worker settles it at what its provider calls cost when they return (or the reconciler does)
         return self.job(job_id, caller)
 

@@ -85,15 +85,19 @@ class Planner:
             services = select_services(body.request, analysis.intent, settings.mcp_services, catalog, unavailable)
         return Proposal(analysis=analysis, plan=chosen, document=compression, services=services)
 
-    def preprocessing(self, document_id: str, query: str, compression: DocumentPlan) -> Preprocessing:
-        """What the preprocessing tasks of a planned compression carry."""
+    def preprocessing(
+        self, document_id: str, query: str, compression: DocumentPlan, tenant: str | None = None
+    ) -> Preprocessing:
+        """What the preprocessing tasks of a planned compression carry, for `tenant`'s job."""
+        budget = compression.budget_tokens
         return Preprocessing(
             document_id=document_id,
             strategy=compression.strategy,
             query=query,
-            budget=compression.budget_tokens,
-            cache_key=summary_key(self.settings, document_id, compression.strategy, query, compression.budget_tokens),
+            budget=budget,
+            cache_key=summary_key(self.settings, document_id, compression.strategy, query, budget, tenant),
             llm_chain=compression.summarizers,
+            tenant=tenant,
         )
 
     def _document_plan(

@@ -76,7 +76,8 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
         per_chunk = summary_tokens_per_chunk(work.budget, total)
         text = owned + runtime.documents.read(work.document_id, owned_end, end)
         try:
-            served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, f"{index + 1}/{total}")
+            part = f"{index + 1}/{total}"
+            served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, part, work.tenant)
             summary = served.completion.text
             cost = 0.0 if served.cache_hit else runtime.settings.catalog.cost(served.model, usage_of(served.completion))
         except ChainExhausted as error:
@@ -144,6 +145,7 @@ def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float]:
                 work.query,
                 per_group,
                 f"{number}/{len(groups)} (summaries)",
+                work.tenant,
             )
         except ChainExhausted:
             out.extend(group)

@@ -8,7 +8,8 @@ message is neither in a worker's unacknowledged set nor back in the queue, and s
 
 The same round settles the budget reservations a process left behind when it died between a job's finish and its
 settlement (`KeyStore.reconcile`): a job finished for longer than the round's interval is settled at its recorded
-cost, so a reservation is never held more than two intervals (30 s by default) past its job's end.
+cost, so a reservation is never held more than two intervals (30 s by default) past its job's end; a job cancelled
+while its call ran, once no worker holds its message any more, at its reservation.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery, signals
+from pydantic import ValidationError
 
 from shared.auth import KeyStore
 from shared.job_store import JobStore
+from shared.jobs import JobRecord
 from shared.store import key
 from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app, task_message
 from workers.runtime import services
@@ -57,7 +60,11 @@ class LostMessageSweep:
         lock = key(self.jobs.settings, "jobs", "sweep-lock")
         if not self.redis.set(lock, "1", nx=True, px=int(self.interval * 1000)):
             return []
-        settled = self.keys.reconcile(older_than_s=self.interval, lookup=self.jobs.get)
+        try:
+            settled = self.keys.reconcile(self.interval, lookup=self._record, held=self._held)
+        except Exception:  # the lost messages below matter more than a settlement the next round can make
+            log.exception("settling left-over reservations failed")
+            settled = []
         if settled:
             log.warning("settled %d reservations left by a crashed process: %s", len(settled), ", ".join(settled))
         resent = []
@@ -71,6 +78,20 @@ class LostMessageSweep:
                 self.jobs.sending(job_id, queue, task_message(self.app, EXECUTE_TASK, [job_id], queue, job_id))
                 resent.append(job_id)
         return resent
+
+    def _record(self, job_id: str) -> JobRecord | None:
+        """The job's record; None for one that cannot be read (its worker fails it and releases it)."""
+        try:
+            return self.jobs.get(job_id)
+        except ValidationError:
+            return None
+
+    def _held(self, job_ids: list[str]) -> set[str]:
+        """Those of `job_ids` whose message a worker holds unacknowledged: it is still running them."""
+        held: set[str] = set()
+        for payload in self._unacked():
+            held |= {job_id for job_id in job_ids if job_id in payload}
+        return held
 
     def _missing(self, job_ids: list[str], queue: str) -> list[str]:
         """Those of `job_ids` whose message is neither unacknowledged nor (restored there) in the queue. Messages

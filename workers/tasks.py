@@ -17,13 +17,14 @@ from celery import Task
 from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
-from shared.accounting import bill, usage_of
+from shared.accounting import Bill, bill, usage_of
 from shared.auth import KeyStore, settle_job
-from shared.execution import Cancelled, ChainExhausted
+from shared.execution import Cancelled, ChainExhausted, Served
 from shared.job_store import JobStore
 from shared.jobs import JobRecord, JobStatus, Usage
 from shared.pricing import saved_pct
 from shared.services.toolbox import Toolbox
+from shared.settings import Settings
 from workers.celery_app import EXECUTE_TASK, app
 from workers.runtime import Services, services
 
@@ -90,10 +91,17 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             served = executor.serve_with_tools(record, toolbox, document, cancelled=cancelled, on_delta=relay)
         else:
             served = executor.serve(record, document, cancelled=cancelled, on_delta=relay)
-    except Cancelled:
-        settle_job(store.settings, store.redis, record, 0.0)  # cancelled before a call that answered: none billed
+    except Cancelled as cancelled_between_calls:
+        # What the turns that answered before the cancel used (a tool loop's), and the document's preprocessing.
+        spent = cancelled_between_calls.spent
+        cost = _charge(record, spent, executor.settings)[1].cost_usd if spent else 0.0
+        settle_job(store.settings, store.redis, record, cost + record.spent_usd)
         return {"job_id": job_id, "status": JobStatus.cancelled}
     except ChainExhausted as error:
+        spent = {}
+        if error.spent is not None:  # a tool loop's answered turns are billed even though the job failed
+            used, charge = _charge(record, error.spent, executor.settings)
+            spent = {"usage": used, "cost_usd": charge.cost_usd + record.spent_usd, "model_used": error.spent.model}
         finished = finish_job(
             store,
             record,
@@ -101,23 +109,11 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
             attempts=error.attempts,
             error=str(error),
             tool_calls=error.tool_calls,
+            **spent,
         )
     else:
         completion = served.completion
-        # A cache hit was paid for by the call that filled the cache: this one used nothing.
-        if served.cache_hit:
-            used = Usage(input_tokens=0, output_tokens=0, reported_by_provider=completion.usage_reported)
-        else:
-            used = Usage(**usage_of(completion).model_dump(), reported_by_provider=completion.usage_reported)
-        when = datetime.fromtimestamp(record.created_at, tz=UTC)
-        charge = bill(
-            record.plan,
-            served.model,
-            used,
-            settings=executor.settings,
-            when=when,
-            answer_tokens=completion.output_tokens,
-        )
+        used, charge = _charge(record, served, executor.settings)
         preprocessing = record.document.preprocessing_cost_usd if record.document else 0.0
         finished = finish_job(
             store,
@@ -139,6 +135,19 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     if finished is not None:
         return {"job_id": job_id, "status": finished.status}
     return {"job_id": job_id, "status": "superseded"}
+
+
+def _charge(record: JobRecord, served: Served, settings: Settings) -> tuple[Usage, Bill]:
+    """What a served answer used and costs, against the job's baseline. A cache hit was paid for by the call that
+    filled the cache: this one used nothing."""
+    completion = served.completion
+    if served.cache_hit:
+        used = Usage(input_tokens=0, output_tokens=0, reported_by_provider=completion.usage_reported)
+    else:
+        used = Usage(**usage_of(completion).model_dump(), reported_by_provider=completion.usage_reported)
+    when = datetime.fromtimestamp(record.created_at, tz=UTC)
+    charge = bill(record.plan, served.model, used, settings=settings, when=when, answer_tokens=completion.output_tokens)
+    return used, charge
 
 
 class _Relay:
@@ -203,5 +212,5 @@ def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord |
         return None
     if record.input.stream:
         store.answers.close(record.id, fields["status"])
-    settle_job(store.settings, store.redis, finished, finished.cost_usd or 0.0)
+    settle_job(store.settings, store.redis, finished, finished.spent_usd)
     return finished

@@ -108,3 +108,20 @@ def test_a_job_whose_record_cannot_be_read_fails_with_the_reason_and_releases_it
     assert unreadable.status_code == 404  # never a 500
     assert error.startswith("\"the job's record cannot be read: plan.")
     assert keys.spent(api_key) == 0.0 and keys.unsettled(0) == []
+
+
+def test_a_job_cancelled_while_its_worker_died_mid_call_is_settled_at_its_reservation(secured):
+    """Cancelled while running, its call never billed: while a worker holds its message it keeps its reservation;
+    once none does, the reservation is what the cut-off call is charged, never nothing."""
+    settings, keys, client = secured
+    api_key, secret = keys.create("abandoned", budget_usd=10 * _reservation(settings))
+    with client(secret) as c:
+        job = c.post("/v1/jobs", json={"request": QUESTION}).json()["id"]
+    store = JobStore(settings)
+    store.claim(job, "llm.simple", status=JobStatus.running, started_at=time.time())
+    assert store.finish(job, status=JobStatus.cancelled, finished_at=time.time()) == JobStatus.running
+    reserved = keys.spent(api_key)
+    assert keys.reconcile(0, lookup=store.get, held=lambda ids: set(ids)) == []  # a worker still runs it
+    assert keys.spent(api_key) == pytest.approx(reserved)
+    assert keys.reconcile(0, lookup=store.get, held=lambda ids: set()) == [job]
+    assert keys.spent(api_key) == pytest.approx(reserved) and keys.unsettled(0) == []

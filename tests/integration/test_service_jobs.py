@@ -248,6 +248,8 @@ def test_the_step_limit_ends_a_model_that_keeps_calling_tools(
     record = submit(api, "Use the calculator echo tool forever", "gpt-4o-mini")
     assert record["status"] == "failed"
     assert "still asked for tools after 2 steps" in record["error"]
+    # the two turns answered all the same: the job is billed for them, not for nothing
+    assert record["usage"]["output_tokens"] > 0 and record["cost_usd"] > 0 and record["model_used"] == "gpt-4o-mini"
     assert [(call["step"], call["outcome"]) for call in record["tool_calls"]] == [(1, "ok"), (2, "ok")]
     assert calc.counts["echo"] == 2
 

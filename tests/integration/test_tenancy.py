@@ -234,3 +234,21 @@ def test_a_stream_cut_by_a_cancel_is_not_delivered_and_is_billed_at_the_provider
     assert store.keys("*cache:t.alpha:*") == []  # the cancelled answer was not cached
     (stream_key,) = store.keys(f"*job:{job}:stream")
     assert 0 < store.ttl(stream_key) <= 600  # and its stream expires
+
+
+def test_an_mcp_session_answers_only_the_key_that_opened_it(tenants):
+    clients, _, _ = tenants
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    opening = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    opened = clients["alpha"].post("/mcp", json=opening, headers=accept)
+    assert opened.status_code == 200
+    session = {**accept, "mcp-session-id": opened.headers["mcp-session-id"]}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    assert clients["beta"].post("/mcp", json=listing, headers=session).status_code == 404
+    assert clients["alpha2"].post("/mcp", json=listing, headers=session).status_code == 404  # a key, not a tenant
+    assert clients["alpha"].post("/mcp", json=listing, headers=session).status_code in (200, 202)
