@@ -118,9 +118,9 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
         selection = orchestrator.propose(job, caller).services
         return bool(selection and selection.services)
 
-    async def queue(job: JobRequest, ctx: Context) -> JobRecord:
+    async def queue(job: JobRequest, ctx: Context, sync: bool = False) -> JobRecord:
         """Submit on the caller's key (and budget) when it came over HTTP with one."""
-        return await run(partial(orchestrator.submit, api_key=_caller(ctx)), job)
+        return await run(partial(orchestrator.submit, api_key=_caller(ctx), sync=sync), job)
 
     @server.tool()
     async def orchestrate(
@@ -144,7 +144,7 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
             and not await run(needs_services, job, _caller(ctx))
         ):  # sampling cannot run the tool-call loop
             return await _from_host(job, ctx, orchestrator, _caller(ctx))
-        record = await queue(job, ctx)
+        record = await queue(job, ctx, sync=True)
         try:
             return JobResult.of(await _follow(orchestrator, record.id, ctx, wait_seconds))
         except anyio.get_cancelled_exc_class():
@@ -303,6 +303,7 @@ async def _from_host(job: JobRequest, ctx: Context, orchestrator: Orchestrator, 
         savings_usd=plan.baseline.cost_usd,
         savings_pct=100.0,
         tenant=owner_of(caller),
+        sync=True,
     )
     await anyio.to_thread.run_sync(orchestrator.jobs.create, record)
     await anyio.to_thread.run_sync(orchestrator.metrics.record, record.outcome())

@@ -76,6 +76,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0, le=2)
     stop: str | list[str] | None = None
+    store: bool | None = Field(None, description="Keep the job's record as long as an async job's, not an hour.")
     n: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     tools: list[dict[str, Any]] | None = None
@@ -271,7 +272,7 @@ def chat_completions(chat: ChatCompletionRequest, orchestrator: OrchestratorDep,
     except OpenAIError as error:
         return error.response()
     exact = None if chat.model == AUTO else chat.model
-    record = orchestrator.submit(body, api_key=caller, stream=chat.stream, exact_model=exact)
+    record = orchestrator.submit(body, api_key=caller, stream=chat.stream, exact_model=exact, sync=not chat.store)
     store = orchestrator.jobs
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)

@@ -89,12 +89,12 @@ redis.call('HSET', KEYS[3], ARGV[4], ARGV[6])
 return 1
 """
 
-# KEYS: spend, settled guard, open reservations, their details. ARGV: actual minus reserved, guard ttl, job id.
-# The actual cost is recorded whatever it is: a job that cost more than it reserved leaves the key over budget.
+# KEYS: spend, open reservations, their details. ARGV: actual minus reserved, job id. Settles once: only while the
+# reservation is open. The actual cost is recorded whatever it is: a job that cost more than it reserved leaves the
+# key over budget.
 _SETTLE = """
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('HDEL', KEYS[4], ARGV[3])
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+if redis.call('HDEL', KEYS[3], ARGV[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBYFLOAT', KEYS[1], ARGV[1]) end
 return 1
 """
@@ -200,10 +200,9 @@ class KeyStore:
         return spend
 
     def settle(self, spend_key: str, job_id: str, reserved: float, actual: float) -> bool:
-        """Replace a job's reservation by its actual cost, once."""
-        guard = key(self.settings, "spend", "settled", job_id)
-        keys = [spend_key, guard, *self._open_reservations()]
-        return bool(self._settle(keys=keys, args=[repr(actual - reserved), 40 * 86_400, job_id]))
+        """Replace a job's reservation by its actual cost, once (False when it was settled already)."""
+        keys = [spend_key, *self._open_reservations()]
+        return bool(self._settle(keys=keys, args=[repr(actual - reserved), job_id]))
 
     def unsettled(self, older_than_s: float, pages: int = 10, page: int = 1000) -> list[Reservation]:
         """Reservations made more than `older_than_s` ago and not settled yet, oldest first, up to `pages` pages."""

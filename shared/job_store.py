@@ -158,7 +158,8 @@ class JobStore:
         fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
-            pipe.expire(self._key(record.id), self.settings.job_ttl_seconds)
+            kept = record.retention_s(self.settings) if record.status.terminal else self.settings.job_ttl_seconds
+            pipe.expire(self._key(record.id), kept)
             if sent_to:
                 self.deliveries.note(pipe, record.id, sent_to, record.created_at)
             if enqueue is not None:
@@ -215,14 +216,17 @@ class JobStore:
             )
         )
 
-    def finish(self, job_id: str, counted: RequestOutcome | None = None, **fields: Any) -> JobStatus | None:
+    def finish(
+        self, job_id: str, counted: RequestOutcome | None = None, ttl: int | None = None, **fields: Any
+    ) -> JobStatus | None:
         """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as
         `MetricsRecorder.record`); the status it finished from, or None if it had finished already (and then
-        nothing is counted)."""
+        nothing is counted). `ttl`: how long the finished record is kept (default: an async job's)."""
         pairs = _pairs(fields)
-        keys, args = [self._key(job_id), self._done_key(job_id)], [self.settings.job_ttl_seconds, len(pairs), *pairs]
+        ttl = ttl or self.settings.job_ttl_seconds
+        keys, args = [self._key(job_id), self._done_key(job_id)], [ttl, len(pairs), *pairs]
         if counted is not None:
-            metric_keys, metric_args = recording(self.settings, counted)
+            metric_keys, metric_args = recording(self.settings, counted, guard_ttl=ttl)
             keys, args = keys + metric_keys, args + metric_args
         was = self._finish(keys=keys, args=args)
         return JobStatus(json.loads(was)) if was else None

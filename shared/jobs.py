@@ -19,6 +19,7 @@ from shared.providers.base import StopReason
 from shared.routing import Analysis, Plan, RequestOptions
 from shared.services.models import ToolCallRecord
 from shared.services.selection import ServiceSelection
+from shared.settings import Settings
 
 
 class JobStatus(StrEnum):
@@ -119,9 +120,17 @@ class JobRecord(BaseModel):
     worker: str | None = None
     billing: Billing | None = None
     tenant: str | None = Field(None, description="Whose job it is: only its tenant's keys (and admins) see it.")
+    sync: bool = Field(
+        False, description="Answered in the call that made it: kept `sync_record_ttl_seconds` once finished."
+    )
     error: str | None = None
     services: ServiceSelection | None = Field(None, description="Downstream MCP services and tools offered.")
     tool_calls: list[ToolCallRecord] = []
+
+    def retention_s(self, settings: Settings) -> int:
+        """How long the record is kept once finished: an async job's until its caller polls, a synchronous one's
+        (its caller has the answer) for an hour; the metrics and ledgers keep the figures either way."""
+        return settings.sync_record_ttl_seconds if self.sync else settings.job_ttl_seconds
 
     @property
     def spent_usd(self) -> float:

@@ -114,14 +114,17 @@ class MetricsRecorder:
             return False
 
 
-def recording(settings: Settings, outcome: RequestOutcome, at: float | None = None) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now)."""
+def recording(
+    settings: Settings, outcome: RequestOutcome, at: float | None = None, guard_ttl: int | None = None
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now); the
+    per-job guard lives as long as the job's record (`guard_ttl`, default an async job's)."""
     minute = int((at if at is not None else time.time()) // 60)
     guard = key(settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
     keys = [guard, bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
     if outcome.tenant is not None:
         keys += [bucket_key(settings, minute, outcome.tenant), hour_key(settings, minute // 60, outcome.tenant)]
-    return keys, [settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)]
+    return keys, [guard_ttl or settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)]
 
 
 def _increments(outcome: RequestOutcome) -> list[str | int | float]:

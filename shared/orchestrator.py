@@ -107,10 +107,12 @@ class Orchestrator:
         stream: bool = False,
         exact_model: str | None = None,
         open_breakers: set[str] | None = None,
+        sync: bool = False,
     ) -> JobRecord:
         """Plan (skipping models whose breaker is open), reserve the worst case on the caller's budget, record the
         job and queue it: straight to its tier's queue, or through `preprocess` when its document must be compressed
-        to fit the chosen model. `exact_model` refuses, before anything is stored, a plan that chose another."""
+        to fit the chosen model. `exact_model` refuses, before anything is stored, a plan that chose another. A
+        `sync` job (its caller waits for the answer) keeps its record `sync_record_ttl_seconds` once finished."""
         document = self._stored_document(body, api_key)
         if open_breakers is None:  # a long-lived `breakers` answers from its snapshot, without a round trip
             open_breakers = self.breakers.unavailable()
@@ -135,6 +137,7 @@ class Orchestrator:
             plan=proposal.plan,
             services=proposal.services,
             tenant=owner_of(api_key),
+            sync=sync,
         )
         offered_tools = bool(proposal.services and proposal.services.services)
         turns = self.settings.mcp_client.max_tool_steps if offered_tools else 1
@@ -200,7 +203,12 @@ class Orchestrator:
         waiters woken. Conflict when it had already finished."""
         record = self.job(job_id, caller)
         was = self.jobs.finish(
-            record.id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error=reason
+            record.id,
+            ttl=record.retention_s(self.settings),
+            status=JobStatus.cancelled,
+            stage="cancelled",
+            finished_at=time.time(),
+            error=reason,
         )
         if was is None:
             raise Conflict(f"job {job_id} already {self.jobs.status(job_id)}; nothing to cancel")

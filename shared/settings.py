@@ -115,7 +115,13 @@ class Settings(BaseSettings):
     redis_prefix: str = "orch:"
     data_dir: Path = Path("~/.orchestrator")
 
-    job_ttl_seconds: int = Field(7 * 86_400, gt=0)
+    job_ttl_seconds: int = Field(7 * 86_400, gt=0, description="How long an async job's record is kept.")
+    sync_record_ttl_seconds: int = Field(
+        3600,
+        gt=0,
+        description="How long the record of a request answered in its own call (`/v1/orchestrate`, the "
+        "OpenAI-compatible endpoint, MCP `orchestrate`) is kept after it finishes, unless it asks to be stored.",
+    )
     provider_timeout_seconds: float = Field(60.0, gt=0)
     default_max_output_tokens: int = Field(1024, gt=0)
     orchestrate_wait_seconds: float = Field(30.0, ge=0)

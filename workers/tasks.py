@@ -205,7 +205,7 @@ def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord |
     meanwhile, or finished by another delivery)."""
     fields = {"stage": "done", "progress": 1.0, "finished_at": time.time()} | fields
     finished = record.model_copy(update=fields)
-    if not store.finish(record.id, counted=finished.outcome(), **fields):
+    if not store.finish(record.id, counted=finished.outcome(), ttl=record.retention_s(store.settings), **fields):
         # Cancelled while its call ran: the call is settled at what it cost (a no-op when a cancel of the queued
         # job, or another delivery, settled it already).
         settle_job(store.settings, store.redis, finished, finished.spent_usd)

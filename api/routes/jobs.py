@@ -48,9 +48,14 @@ def orchestrate(
     orchestrator: OrchestratorDep,
     caller: Caller,
     wait: Annotated[float | None, Query(ge=0, le=600, description="Seconds to wait for the result.")] = None,
+    store: Annotated[
+        bool,
+        Query(description="Keep the record as long as an async job's (`job_ttl_seconds`) instead of an hour."),
+    ] = False,
 ) -> Any:
-    """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll."""
-    record = orchestrator.submit(body, api_key=caller)
+    """Queue a request and wait for its result; past the wait, answer 202 with the job id to poll. Its record is
+    kept for `sync_record_ttl_seconds` once finished (the metrics keep its figures), unless `store=true`."""
+    record = orchestrator.submit(body, api_key=caller, sync=not store)
     timeout = orchestrator.settings.orchestrate_wait_seconds if wait is None else wait
     finished = orchestrator.wait(record, timeout)
     if not finished.status.terminal:
