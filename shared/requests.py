@@ -18,7 +18,7 @@ from shared.routing import Analysis, Plan, RequestOptions
 from shared.services.selection import ServiceSelection
 
 MAX_REQUEST_CHARS = 200_000
-MAX_CONTEXT_CHARS = 200_000
+MAX_CONTEXT_CHARS = 4_000_000  # about a million tokens: the longest context window a catalog model reads
 MAX_CONTEXT_KEYS = 256
 
 
