@@ -11,7 +11,7 @@ import re
 
 from pydantic import BaseModel
 
-from shared.errors import NotText
+from shared.errors import NotText, TooLarge
 from shared.settings import Settings
 from shared.store import key, redis_client
 from shared.tokens import count_tokens
@@ -57,22 +57,20 @@ class DocumentStore:
 
     def put(self, text: str, owner: str | None = None) -> DocumentInfo:
         """Store the text (once per content, whoever stores it) and the owner's reference to it; return its id and
-        size. Storing it again refreshes its TTL."""
+        size. Storing it again refreshes its TTL. A text past `max_document_bytes` is `TooLarge`."""
         data = text.encode("utf-8")
+        limit = self.settings.document_processing.max_document_bytes
+        if len(data) > limit:
+            raise TooLarge(f"document larger than the limit of {limit:,} bytes")
         document_id = hashlib.sha256(data).hexdigest()
-        known = self.info(document_id)
-        if known is not None:
-            with self.redis.pipeline() as pipe:
-                pipe.expire(self._key(document_id), self.ttl)
-                pipe.expire(self._meta_key(document_id), self.ttl)
-                if owner is not None:
-                    pipe.set(self._reference_key(document_id, owner), "1", ex=self.ttl)
-                pipe.execute()
-            return known
-        info = DocumentInfo(id=document_id, tokens=count_tokens(text), bytes=len(data), chars=len(text))
+        info = self.info(document_id)
         with self.redis.pipeline() as pipe:
-            pipe.set(self._key(document_id), data, ex=self.ttl)
-            pipe.hset(self._meta_key(document_id), mapping=info.model_dump(exclude={"id"}))
+            if info is None:
+                info = DocumentInfo(id=document_id, tokens=count_tokens(text), bytes=len(data), chars=len(text))
+                pipe.set(self._key(document_id), data, ex=self.ttl)
+                pipe.hset(self._meta_key(document_id), mapping=info.model_dump(exclude={"id"}))
+            else:
+                pipe.expire(self._key(document_id), self.ttl)
             pipe.expire(self._meta_key(document_id), self.ttl)
             if owner is not None:
                 pipe.set(self._reference_key(document_id, owner), "1", ex=self.ttl)

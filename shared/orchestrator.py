@@ -21,7 +21,7 @@ from shared.compression import (
     summaries_cost_usd,
 )
 from shared.documents import DOCUMENT_ID, DocumentInfo, DocumentStore
-from shared.errors import Conflict, Forbidden, NotFound, PlanningError, TooLarge
+from shared.errors import Conflict, Forbidden, NotFound, PlanningError
 from shared.job_store import Enqueue, JobStore
 from shared.jobs import JOB_ID, Billing, DocumentUse, JobInput, JobRecord, JobStatus, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, RequestOutcome, read_metrics
@@ -238,9 +238,6 @@ class Orchestrator:
         return self.jobs.wait(record.id, timeout_s) or self.jobs.get(record.id) or record
 
     def store_document(self, text: str, caller: ApiKey | None) -> DocumentInfo:
-        limit = self.settings.document_processing.max_document_bytes
-        if len(text.encode("utf-8")) > limit:
-            raise TooLarge(f"document larger than the limit of {limit:,} bytes")
         return self.documents.put(text, owner_of(caller))
 
     def document(self, document_id: str, caller: ApiKey | None) -> DocumentInfo:
