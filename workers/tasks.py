@@ -55,8 +55,10 @@ def _fail(job_id: str, reason: str) -> None:
     except ValidationError as error:
         first = error.errors()[0]
         reason = f"the job's record cannot be read: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        failed = {"status": JobStatus.failed, "stage": "done", "progress": 1.0, "finished_at": time.time()}
-        if jobs.finish(job_id, error=reason, **failed) and (billing := jobs.billing(job_id)) and billing.spend_key:
+        billing = (
+            jobs.billing(job_id) if jobs.finish(job_id, **_finished(status=JobStatus.failed, error=reason)) else None
+        )
+        if billing is not None and billing.spend_key:
             KeyStore(jobs.settings, jobs.redis).settle(billing.spend_key, job_id, billing.reserved_usd, 0.0)
         return
     if record is not None:
@@ -199,11 +201,16 @@ def _document_text(record: JobRecord) -> str | None:
     return text
 
 
+def _finished(**fields: Any) -> dict[str, Any]:
+    """A terminal record's fields: stage "done", full progress and the time, unless `fields` say otherwise."""
+    return {"stage": "done", "progress": 1.0, "finished_at": time.time()} | fields
+
+
 def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord | None:
     """Make the job terminal (stage "done" unless `fields` say otherwise), wake its waiters, count it in the metrics
     and release its budget reservation; the finished record, or None if it already was terminal (cancelled
     meanwhile, or finished by another delivery)."""
-    fields = {"stage": "done", "progress": 1.0, "finished_at": time.time()} | fields
+    fields = _finished(**fields)
     finished = record.model_copy(update=fields)
     if not store.finish(record.id, counted=finished.outcome(), ttl=record.retention_s(store.settings), **fields):
         # Cancelled while its call ran: the call is settled at what it cost (a no-op when a cancel of the queued
