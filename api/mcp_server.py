@@ -185,8 +185,7 @@ def create_mcp_server(orchestrator: Orchestrator) -> MCPServer:
     ) -> MetricsReport:
         """Requests, tokens, cost, savings against the baseline, latency percentiles and distributions over the
         last minute, 5 minutes, hour or day: the caller's tenant's, or every tenant's (`all`, an admin key)."""
-        caller = _caller(ctx)
-        return await run(orchestrator.metrics_report, period, caller, scope == "all" or caller is None)
+        return await run(orchestrator.metrics_report, period, _caller(ctx), scope == "all")
 
     @server.tool()
     async def submit_job(

@@ -54,10 +54,15 @@ def owner_of(caller: ApiKey | None) -> str | None:
     return caller.tenant_id if caller is not None else None
 
 
+def sees_every_tenant(caller: ApiKey | None) -> bool:
+    """An admin key, or no key: the deployment's one user (its server runs without authentication, or it is the
+    local MCP client)."""
+    return caller is None or caller.admin
+
+
 def may_see(caller: ApiKey | None, owner: str | None) -> bool:
-    """Whether `caller` may see work owned by `owner`. Without a key the caller is the deployment's one user (its
-    server runs without authentication, or it is the local MCP client); an admin key sees every tenant."""
-    return caller is None or caller.admin or caller.tenant_id == owner
+    """Whether `caller` may see work owned by `owner`: its own tenant's, or every tenant's (`sees_every_tenant`)."""
+    return sees_every_tenant(caller) or caller.tenant_id == owner
 
 
 def fingerprint(secret: str) -> str:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from shared.auth import ApiKey, KeyStore, may_see, owner_of, settle_job, worst_case_cost
+from shared.auth import ApiKey, KeyStore, may_see, owner_of, sees_every_tenant, settle_job, worst_case_cost
 from shared.breaker import BreakerState, CircuitBreakers
 from shared.catalog import CatalogEntry
 from shared.compression import (
@@ -244,13 +244,14 @@ class Orchestrator:
         """The document, if `caller` stored it (or may see every tenant's work)."""
         owner = owner_of(caller)
         info = self.documents.info(document_id) if DOCUMENT_ID.fullmatch(document_id) else None
-        if info is None or not (may_see(caller, None) or self.documents.referenced_by(document_id, owner)):
+        if info is None or not (sees_every_tenant(caller) or self.documents.referenced_by(document_id, owner)):
             raise NotFound(f"no document {document_id} (unknown or expired): upload it again")
         return info
 
     def metrics_report(self, period: str, caller: ApiKey | None, every_tenant: bool = False) -> MetricsReport:
-        """The caller's tenant's metrics, or (`every_tenant`, for an admin key or without authentication) all."""
-        if every_tenant and not may_see(caller, None):
+        """The caller's tenant's metrics, or every tenant's: asked for (`every_tenant`, an admin key's only) or
+        without a key (the deployment's one user)."""
+        if every_tenant and not sees_every_tenant(caller):
             raise Forbidden("only an admin key reads every tenant's metrics (`orchestrator keys create --admin`)")
         tenant = None if every_tenant or caller is None else caller.tenant_id
         return read_metrics(self.settings, self.jobs.redis, period, tenant=tenant)

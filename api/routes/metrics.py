@@ -26,7 +26,7 @@ def metrics(
 ) -> MetricsReport:
     """Requests, tokens, cost and savings against the baseline, latency percentiles and distributions: of the
     caller's tenant, or of every tenant (`scope=all`, an admin key). Without authentication, of everything."""
-    return orchestrator.metrics_report(period, caller, every_tenant=scope == "all" or caller is None)
+    return orchestrator.metrics_report(period, caller, every_tenant=scope == "all")
 
 
 @router.get("/metrics", include_in_schema=False)
