@@ -33,7 +33,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.worker import WorkController, state
 
 from workers.celery_app import ALL_QUEUES, EXECUTE_TASK, PREPROCESS_TASK, app
-from workers.lease import Lease
+from workers.lease import Lease, snapshot
 from workers.runtime import services
 from workers.sweep import LostMessageSweep
 
@@ -52,13 +52,11 @@ class _Controller(WorkController):
 
 
 def _snapshot(requests: Iterable[Any]) -> tuple[Any, ...]:
-    """A copy of one of Celery's sets of requests, which the consumer thread changes while this one reads it."""
-    for _ in range(100):
-        try:
-            return tuple(requests)
-        except RuntimeError:  # "changed size during iteration": read it again
-            continue
-    return ()
+    """`lease.snapshot`, or nothing when the set kept changing: the caller asks again a moment later."""
+    try:
+        return snapshot(requests)
+    except RuntimeError:
+        return ()
 
 
 def job_of(request: Any) -> str | None:

@@ -69,15 +69,16 @@ def held_tags() -> set[str]:
     """Delivery tags of the messages this process's worker holds: running, waiting for a slot, or for their ETA."""
     tags = set()
     for requests in (state.active_requests, state.reserved_requests, state.scheduled_requests):
-        for request in _snapshot(requests):
+        for request in snapshot(requests):
             tag = getattr(request.message, "delivery_tag", None)
             if tag:
                 tags.add(tag)
     return tags
 
 
-def _snapshot(requests: Iterable[Any]) -> tuple[Any, ...]:
-    """A copy of one of Celery's sets of requests, which the consumer thread changes while this one reads it."""
+def snapshot(requests: Iterable[Any]) -> tuple[Any, ...]:
+    """A copy of one of Celery's sets of requests, which the consumer thread changes while this one reads it; a
+    RuntimeError when it kept changing for a hundred reads."""
     for _ in range(100):
         try:
             return tuple(requests)
