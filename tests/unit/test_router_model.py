@@ -132,16 +132,26 @@ def test_router_train_rebuilds_the_shipped_model_offline(tmp_path):
         assert new.structure[name] == pytest.approx(value, abs=0.02)
     for skill, value in old.skills.items():
         assert new.skills[skill] == pytest.approx(value, abs=0.02)
+    # A target's thresholds may move further where the cheapest mix has near-equals (at 0.96 the cheap tier's
+    # threshold lies anywhere in a flat stretch of 0.037-0.050 on different CPUs); what the mix sends where and costs
+    # may not.
     for new_row, old_row in zip(rebuilt.calibration.rows, shipped.calibration.rows, strict=True):
-        for tier, value in old_row.thresholds.items():
-            assert new_row.thresholds[tier] == pytest.approx(value, abs=0.01)
+        assert new_row.quality >= new_row.target - 1e-9
+        assert new_row.strong_share == pytest.approx(old_row.strong_share, abs=0.01)
+        assert new_row.cost == pytest.approx(old_row.cost, abs=0.02)
     for benchmark, scores in shipped.card.training["leave_one_benchmark_out"].items():
         assert rebuilt.card.training["leave_one_benchmark_out"][benchmark]["apgr"] == pytest.approx(
             scores["apgr"], abs=0.01
         )
-    scores_new = np.load(tmp_path / TOKEN_SCORES_FILE)
-    scores_old = np.load(ROOT / "shared" / "routing" / "model" / TOKEN_SCORES_FILE)
-    assert np.allclose(scores_new.astype(float), scores_old.astype(float), atol=2e-3)
+    # Token scores may shift as a whole between CPUs (the intercept takes the shift); their order may not, nor the
+    # difficulty they give a request.
+    scores_new = np.load(tmp_path / TOKEN_SCORES_FILE).astype(float)
+    scores_old = np.load(ROOT / "shared" / "routing" / "model" / TOKEN_SCORES_FILE).astype(float)
+    assert np.corrcoef(scores_new, scores_old)[0, 1] > 0.999
+    for request in ("What is 17% of 2,400?", "Write a haiku about rain", "Fix this: def f(x) return x+1"):
+        assert analyze(request, None, None, SETTINGS, model=rebuilt).complexity_score == pytest.approx(
+            analyze(request, None, None, SETTINGS, model=shipped).complexity_score, abs=0.01
+        )
 
 
 def _write_outcomes(path: Path, rows: list[dict]) -> Path:
