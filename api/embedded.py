@@ -309,7 +309,13 @@ class EmbeddedRuntime:
             if record is None or record.status.terminal:
                 continue
             if store.finish(
-                job_id, status=JobStatus.cancelled, stage="cancelled", finished_at=time.time(), error=reason
+                job_id,
+                ttl=record.retention_s(self.settings),
+                record=record,
+                status=JobStatus.cancelled,
+                stage="cancelled",
+                finished_at=time.time(),
+                error=reason,
             ):
                 settle_job(self.settings, store.redis, record, 0.0)  # release its budget reservation
                 self.cancelled.append(job_id)

@@ -21,6 +21,7 @@ from shared.answers import AnswerStream
 from shared.deliveries import DeliveryNotes
 from shared.jobs import Billing, JobRecord, JobStatus
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
+from shared.record_codec import pack, unpack
 from shared.settings import Settings
 from shared.store import key, redis_client, script
 
@@ -82,20 +83,26 @@ return redis.call('HGETALL', KEYS[1])
 )
 
 # Finish an open job, wake its waiters and count it in the metrics, in one step; the status it had (0 if it was
-# already finished).
+# already finished). With ARGV[3] "1" the record is replaced by the given fields, its delivery count kept (a compact
+# finished record, shared/record_codec.py); else the fields are set on it.
 # KEYS[2] its done list, KEYS[3..] the metrics' (none: not counted); ARGV[1] TTL, ARGV[2] the number n of
-# field/value arguments that follow, then those, then the metrics' arguments.
+# field/value arguments that follow ARGV[3], then those, then the metrics' arguments.
 _FINISH = (
     RECORD_FUNCTION
     + _OPEN
     + """
 if not open then return 0 end
 local n = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n))
+if ARGV[3] == '1' then
+  local deliveries = redis.call('HGET', KEYS[1], 'deliveries') or '0'
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'deliveries', deliveries)
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 600)
-if #KEYS > 2 then record_outcome({unpack(KEYS, 3)}, {unpack(ARGV, 3 + n)}) end
+if #KEYS > 2 then record_outcome({unpack(KEYS, 3)}, {unpack(ARGV, 4 + n)}) end
 return status
 """
 )
@@ -114,12 +121,22 @@ def _pairs(fields: dict[str, Any]) -> list[str]:
     return pairs
 
 
+def _compact(record: JobRecord) -> dict[str, str]:
+    """A finished record's hash but its delivery count (which the store keeps as it stands): its status, and the
+    rest packed in `z` (see `shared.record_codec`)."""
+    return {"status": _json(record.status), "z": pack(record)}
+
+
 def _parse(raw: dict[str, str]) -> JobRecord | None:
-    """A record from its hash (each field JSON); None for a missing one. The fields are spliced into one JSON
-    object and validated by pydantic-core in one pass: a fifth of the cost of decoding them one by one."""
+    """A record from its hash (each field JSON, or a finished record's packed `z`); None for a missing one. The
+    fields are spliced into one JSON object and validated by pydantic-core in one pass: a fifth of the cost of
+    decoding them one by one."""
     if not raw:
         return None
-    return JobRecord.model_validate_json("{" + ",".join(f'"{name}":{value}' for name, value in raw.items()) + "}")
+    members = [f'"{name}":{value}' for name, value in raw.items() if name != "z"]
+    if "z" in raw:
+        members.append(unpack(raw["z"]))
+    return JobRecord.model_validate_json("{" + ",".join(members) + "}")
 
 
 def _parse_or_none(raw: dict[str, str]) -> JobRecord | None:
@@ -155,10 +172,14 @@ class JobStore:
         """Store a new record; `sent_to` is the queue its execution message is about to be sent to. `enqueue` adds
         that message's commands to the same transaction: record and message then reach Redis together or not at
         all, in one round trip."""
-        fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
+        if record.status.terminal:
+            fields = _compact(record) | {"deliveries": _json(record.deliveries)}
+            kept = record.retention_s(self.settings)
+        else:
+            fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
+            kept = self.settings.job_ttl_seconds
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
-            kept = record.retention_s(self.settings) if record.status.terminal else self.settings.job_ttl_seconds
             pipe.expire(self._key(record.id), kept)
             if sent_to:
                 self.deliveries.note(pipe, record.id, sent_to, record.created_at)
@@ -217,16 +238,27 @@ class JobStore:
         )
 
     def finish(
-        self, job_id: str, counted: RequestOutcome | None = None, ttl: int | None = None, **fields: Any
+        self,
+        job_id: str,
+        counted: RequestOutcome | None = None,
+        ttl: int | None = None,
+        record: JobRecord | None = None,
+        **fields: Any,
     ) -> JobStatus | None:
-        """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job, as
-        `MetricsRecorder.record`); the status it finished from, or None if it had finished already (and then
-        nothing is counted). `ttl`: how long the finished record is kept (default: an async job's)."""
-        pairs = _pairs(fields)
+        """Finish the job with `fields`, wake its waiters and count `counted` in the metrics (once per job: only the
+        finish of an open job counts); the status it finished from, or None if it had finished already (and then
+        nothing is counted or written). `record`: the job's record as the caller has it; the finished record (it
+        with `fields`) is then stored compact in place of the open one, its delivery count kept as it stands.
+        Without it, `fields` are set on the record as it is. `ttl`: how long the finished record is kept (default:
+        an async job's)."""
+        if record is None:
+            pairs = _pairs(fields)
+        else:
+            pairs = [item for pair in _compact(record.model_copy(update=fields)).items() for item in pair]
         ttl = ttl or self.settings.job_ttl_seconds
-        keys, args = [self._key(job_id), self._done_key(job_id)], [ttl, len(pairs), *pairs]
+        keys, args = [self._key(job_id), self._done_key(job_id)], [ttl, len(pairs), int(record is not None), *pairs]
         if counted is not None:
-            metric_keys, metric_args = recording(self.settings, counted, guard_ttl=ttl)
+            metric_keys, metric_args = recording(self.settings, counted)
             keys, args = keys + metric_keys, args + metric_args
         was = self._finish(keys=keys, args=args)
         return JobStatus(json.loads(was)) if was else None

@@ -1,8 +1,9 @@
 """Request metrics in per-minute Redis buckets: O(1) to record, bounded in memory, mergeable over any period.
 
 Each minute is one hash of counters (requests, tokens, cost, baseline, cache, per model/intent/tier/provider) and
-a fixed log-spaced latency histogram. Recording is one Lua call: it increments the minute's counters only if the
-job id was not recorded before, so a job re-run after a worker died is counted exactly once.
+a fixed log-spaced latency histogram. Recording is one Lua call. A job is counted by the step that finishes it
+(`shared.job_store`), which only the first finish of an open job takes: a job re-run after a worker died is
+counted exactly once, with no marker per job to keep.
 """
 
 from __future__ import annotations
@@ -61,20 +62,19 @@ class RequestOutcome(BaseModel):
 
 
 # Count one request, as a Lua function that other scripts can call to count a request in the same step as their own
-# writes (a job's finish). keys: guard, minute bucket, hour bucket, all-time totals (for Prometheus), then the
-# tenant's own minute and hour buckets when the request has a tenant. argv: guard ttl, bucket ttl, then triples
-# (op, field, amount); op "i" integer, "f" float. Hour buckets let a day be read as 24 hashes, not 1,440.
+# writes (a job's finish). keys: minute bucket, hour bucket, all-time totals (for Prometheus), then the tenant's own
+# minute and hour buckets when the request has a tenant. argv: bucket ttl, then triples (op, field, amount); op "i"
+# integer, "f" float. Hour buckets let a day be read as 24 hashes, not 1,440.
 RECORD_FUNCTION = """
 local function record_outcome(keys, argv)
-  if keys[1] ~= '' and not redis.call('SET', keys[1], '1', 'NX', 'EX', argv[1]) then return 0 end
-  for i = 3, #argv, 3 do
+  for i = 2, #argv, 3 do
     local op = argv[i] == 'i' and 'HINCRBY' or 'HINCRBYFLOAT'
-    for k = 2, #keys do redis.call(op, keys[k], argv[i + 1], argv[i + 2]) end
+    for k = 1, #keys do redis.call(op, keys[k], argv[i + 1], argv[i + 2]) end
   end
-  for _, k in ipairs({2, 5}) do  -- minute buckets, then their hour buckets; the totals (4) never expire
+  for _, k in ipairs({1, 4}) do  -- minute buckets, then their hour buckets; the totals (3) never expire
     if keys[k] then
-      redis.call('EXPIRE', keys[k], argv[2])
-      redis.call('EXPIRE', keys[k + 1], argv[2] + 3600)
+      redis.call('EXPIRE', keys[k], argv[1])
+      redis.call('EXPIRE', keys[k + 1], argv[1] + 3600)
     end
   end
   return 1
@@ -105,7 +105,8 @@ class MetricsRecorder:
         self._record = script(client, _RECORD)
 
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
-        """Count one request; False if its job was counted before or Redis refused (the job never fails for it)."""
+        """Count one request that no job's finish counts (a rejected one); False if Redis refused (the request
+        never fails for it)."""
         keys, args = recording(self.settings, outcome, at)
         try:
             return bool(self._record(keys=keys, args=args))
@@ -114,17 +115,13 @@ class MetricsRecorder:
             return False
 
 
-def recording(
-    settings: Settings, outcome: RequestOutcome, at: float | None = None, guard_ttl: int | None = None
-) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now); the
-    per-job guard lives as long as the job's record (`guard_ttl`, default an async job's)."""
+def recording(settings: Settings, outcome: RequestOutcome, at: float | None = None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now)."""
     minute = int((at if at is not None else time.time()) // 60)
-    guard = key(settings, "metrics", "recorded", outcome.job_id) if outcome.job_id else ""
-    keys = [guard, bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
+    keys = [bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
     if outcome.tenant is not None:
         keys += [bucket_key(settings, minute, outcome.tenant), hour_key(settings, minute // 60, outcome.tenant)]
-    return keys, [guard_ttl or settings.job_ttl_seconds, RETENTION_SECONDS, *_increments(outcome)]
+    return keys, [RETENTION_SECONDS, *_increments(outcome)]
 
 
 def _increments(outcome: RequestOutcome) -> list[str | int | float]:

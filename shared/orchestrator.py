@@ -205,6 +205,7 @@ class Orchestrator:
         was = self.jobs.finish(
             record.id,
             ttl=record.retention_s(self.settings),
+            record=record,
             status=JobStatus.cancelled,
             stage="cancelled",
             finished_at=time.time(),

@@ -1,8 +1,8 @@
 """LLM execution task. It receives a job id, never a payload; the job record in Redis holds the rest.
 
 Redelivery is safe by construction: a finished job is never changed again (the store refuses), and its metrics are
-recorded under a per-job guard, so a message that comes back after a worker died neither re-runs a finished job
-nor counts one twice. A job cancelled while it runs stops before its next provider attempt.
+counted by the step that finishes it, so a message that comes back after a worker died neither re-runs a finished
+job nor counts one twice. A job cancelled while it runs stops before its next provider attempt.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _fail(job_id: str, reason: str) -> None:
 
 def _execute(self: Task, job_id: str) -> dict[str, Any]:
     runtime = services()
-    store, executor, metrics = runtime.jobs, runtime.executor, runtime.metrics
+    store, executor = runtime.jobs, runtime.executor
     queue = (self.request.delivery_info or {}).get("routing_key", "?")
     record = store.claim(
         job_id,
@@ -80,9 +80,7 @@ def _execute(self: Task, job_id: str) -> dict[str, Any]:
     if record is None:
         log.warning("job %s has no record (expired or deleted); dropping", job_id)
         return {"job_id": job_id, "status": "missing"}
-    if record.status.terminal:
-        # A redelivered message for a finished job: make sure it was counted (a no-op if it was), nothing more.
-        metrics.record(record.outcome())
+    if record.status.terminal:  # a redelivered message for a finished job: counted when it finished, nothing to do
         return {"job_id": job_id, "status": record.status}
     try:
         document = _document_text(record)
@@ -212,7 +210,7 @@ def finish_job(store: JobStore, record: JobRecord, **fields: Any) -> JobRecord |
     meanwhile, or finished by another delivery)."""
     fields = _finished(**fields)
     finished = record.model_copy(update=fields)
-    if not store.finish(record.id, counted=finished.outcome(), ttl=record.retention_s(store.settings), **fields):
+    if not store.finish(record.id, counted=finished.outcome(), ttl=record.retention_s(store.settings), record=finished):
         # Cancelled while its call ran: the call is settled at what it cost (a no-op when a cancel of the queued
         # job, or another delivery, settled it already).
         settle_job(store.settings, store.redis, finished, finished.spent_usd)

@@ -69,7 +69,9 @@ class TokenCounts(BaseModel):
 class TierDecision(BaseModel):
     quality_target: float
     thresholds: dict[Tier, float] = Field(
-        description="Per cheaper tier, the largest difficulty it takes at this target (-1: none)."
+        default_factory=dict,
+        description="Per cheaper tier, the largest difficulty it takes at this target (-1: none); not kept on a "
+        "finished job's record.",
     )
     expected_quality: float = Field(description="What routing at this target kept of the strong tier's quality.")
     reason: str
@@ -77,7 +79,7 @@ class TierDecision(BaseModel):
 
 class Analysis(BaseModel):
     intent: Intent
-    intent_scores: dict[Intent, float]
+    intent_scores: dict[Intent, float] = Field(default_factory=dict, description="Not kept on a finished record.")
     skill: Skill
     skill_evidence: list[str]
     complexity_score: float = Field(
@@ -86,7 +88,7 @@ class Analysis(BaseModel):
     difficulty_evidence: list[str]
     tier: Tier
     decision: TierDecision
-    features: dict[str, float]
+    features: dict[str, float] = Field(default_factory=dict, description="Not kept on a finished record.")
     tokens: TokenCounts
     needs_preprocessing: bool
 

@@ -97,17 +97,19 @@ def cpu_seconds(process: subprocess.Popen) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def submit_all(base: str, bodies: list[dict]) -> None:
+def submit_all(base: str, bodies: list[dict]) -> list[str]:
+    """The ids of the jobs `bodies` submitted, CLIENT_THREADS at a time."""
     local = threading.local()
 
-    def post(body: dict) -> None:
+    def post(body: dict) -> str:
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=base, timeout=30)
         response = local.client.post("/v1/jobs", json=body)
         response.raise_for_status()
+        return response.json()["id"]
 
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
-        list(pool.map(post, bodies))
+        return list(pool.map(post, bodies))
 
 
 def wait_successes(client: redis.Redis, count: int, timeout: float = 300) -> None:

@@ -99,7 +99,6 @@ def test_the_jobs_of_a_killed_worker_finish_once_on_another_worker_within_90_s(
     assert sum(int(b.get("requests", 0)) for b in buckets) == jobs
     assert sum(int(b.get("successes", 0)) for b in buckets) == jobs
     assert sum(int(b.get(f"model:{MODEL}", 0)) for b in buckets) == jobs
-    assert sum(1 for _ in client.scan_iter("orch:metrics:recorded:*")) == jobs
     deadline = time.monotonic() + 5
     while client.hlen(UNACKED) or client.zcard(INDEX):
         assert time.monotonic() < deadline, client.hgetall(UNACKED)

@@ -1,0 +1,179 @@
+"""What one request leaves in Redis, and jobs per second as the deployment grows past one Redis.
+
+1. Bytes retained per request: requests answered in their own call (`/v1/orchestrate?wait`, the OpenAI-compatible
+   route) and async jobs (`/v1/jobs`, polled), each through the API and one worker; then, for each job, the `MEMORY
+   USAGE` of every key named after it that outlives the answer (its record, and anything else keyed by its id; the
+   wake-up list and answer stream expire within 10 minutes and are not counted), less the request's and the
+   answer's text.
+2. Jobs per second and the latency of a job (created to finished, p50 / p99) with 1 and 2 worker processes, in each
+   configuration this machine can run: one Redis as broker and store; RabbitMQ as the broker beside one Redis.
+
+Run: python tests/bench/scale.py
+Targets: at most 1,024 bytes per synchronous request and 2,048 per async job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import redis
+from rich.console import Console
+from rich.table import Table
+from support import ROOT, bench_redis, stop
+from throughput import free_port, job_body, p99, spawn, submit_all, wait_log, wait_successes, worker
+
+SAMPLES = 200
+JOBS = 1000
+SHORT_LIVED_S = 600  # wake-up lists and answer streams: gone within 10 minutes of the answer
+
+
+def retained_bytes(client: redis.Redis, job_id: str, texts: int) -> int:
+    """Bytes Redis keeps for one job once its short-lived keys have expired, less `texts` bytes of request and
+    answer text."""
+    total = 0
+    for name in client.scan_iter(match=f"*{job_id}*", count=1000):
+        if client.ttl(name) > SHORT_LIVED_S:
+            total += client.memory_usage(name, samples=0) or 0
+    return total - texts
+
+
+def per_request_bytes(base: str, client: redis.Redis) -> dict[str, float]:
+    """Median bytes retained per synchronous request and per async job."""
+    http = httpx.Client(base_url=base, timeout=60)
+    measured: dict[str, list[int]] = {"sync": [], "chat": [], "async": []}
+    for i in range(SAMPLES):
+        request = f"Translate 'the road to sample {i}' into French"
+        body = {"request": request, "options": {"cache": False}}
+        done = http.post("/v1/orchestrate", params={"wait": 30}, json=body).raise_for_status().json()
+        measured["sync"].append(retained_bytes(client, done["id"], len(request) + len(done["result"] or "")))
+        chat = http.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": request}]}
+        ).raise_for_status()
+        answer = chat.json()["choices"][0]["message"]["content"]
+        chat_id = chat.json()["id"].removeprefix("chatcmpl-")
+        measured["chat"].append(retained_bytes(client, chat_id, len(request) + len(answer)))
+        job_id = http.post("/v1/jobs", json=body).raise_for_status().json()["id"]
+        while (job := http.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
+            time.sleep(0.01)
+        measured["async"].append(retained_bytes(client, job_id, len(request) + len(job["result"] or "")))
+    return {kind: statistics.median(values) for kind, values in measured.items()}
+
+
+def run_jobs(base: str, client: redis.Redis, env: dict[str, str], workers: int, tag: str) -> dict[str, float]:
+    """Jobs per second through `workers` worker processes, and each job's latency from created to finished."""
+    processes = [worker(f"{tag}-w{n}", env, 32) for n in range(workers)]
+    try:
+        client.hdel("orch:metrics:total", "successes")
+        bodies = [job_body(f"{tag}-{i}") for i in range(JOBS)]
+        started = time.perf_counter()
+        ids = submit_all(base, bodies)
+        wait_successes(client, JOBS)
+        rate = JOBS / (time.perf_counter() - started)
+    finally:
+        stop(*processes)
+    with httpx.Client(base_url=base, timeout=30) as http, ThreadPoolExecutor(8) as pool:
+        records = list(pool.map(lambda job_id: http.get(f"/v1/jobs/{job_id}").json(), ids))
+    latencies = sorted((r["finished_at"] - r["created_at"]) * 1000 for r in records)
+    return {"jobs_per_s": rate, "p50_ms": statistics.median(latencies), "p99_ms": p99(latencies)}
+
+
+def configurations(url: str) -> dict[str, dict[str, str]]:
+    """The deployments this machine can run, as environment overrides."""
+    found = {"one Redis": {}}
+    amqp = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+    try:
+        from kombu import Connection
+
+        with Connection(amqp, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        found["RabbitMQ + one Redis"] = {"ORCH_BROKER_URL": amqp}
+    except Exception as error:  # noqa: BLE001 - any failure means: not on this machine
+        print(f"RabbitMQ not measured: {error}", file=sys.stderr)
+    return found
+
+
+def main() -> None:
+    from tests.wire.servers import AnthropicWireServer, GeminiWireServer, OpenAIWireServer
+
+    wire = {"openai": OpenAIWireServer(), "anthropic": AnthropicWireServer(), "google": GeminiWireServer()}
+    for server in wire.values():
+        server.start()
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    with bench_redis() as url:
+        client = redis.Redis.from_url(url)
+        env = {
+            **os.environ,
+            "ORCH_REDIS_URL": url,
+            "PYTHONPATH": str(ROOT),
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": wire["openai"].url,
+            "ANTHROPIC_API_KEY": "bench",
+            "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
+            "GOOGLE_API_KEY": "bench",
+            "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
+            "ORCH_RESPONSE_CACHE__ENABLED": "false",
+            "ORCH_AUTH__ENABLED": "false",
+        }
+        sizes: dict[str, float] = {}
+        for name, overrides in configurations(url).items():
+            client.flushdb()
+            config_env = env | overrides
+            port = free_port()
+            api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], config_env)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                wait_log(api, "api", b"Uvicorn running")
+                if not sizes:
+                    one = worker("sizes", config_env, 8)
+                    try:
+                        sizes = per_request_bytes(base, client)
+                    finally:
+                        stop(one)
+                results[name] = {n: run_jobs(base, client, config_env, n, f"{name[:3]}{n}") for n in (1, 2)}
+            finally:
+                stop(api)
+    for server in wire.values():
+        server.stop()
+
+    table = Table(title=f"past one Redis, on this machine ({os.cpu_count()} cores shared by everything)")
+    for column in ("configuration", "workers", "jobs/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "configuration" else "left")
+    for name, by_workers in results.items():
+        for n, figures in by_workers.items():
+            table.add_row(
+                name, str(n), f"{figures['jobs_per_s']:.0f}", f"{figures['p50_ms']:.1f}", f"{figures['p99_ms']:.1f}"
+            )
+    Console().print(table)
+    sizes_table = Table(title="Redis bytes retained per request (median, request and answer text aside)")
+    sizes_table.add_column("request")
+    sizes_table.add_column("bytes", justify="right")
+    for kind, label in (("sync", "/v1/orchestrate, answered in the call"), ("chat", "/v1/chat/completions")):
+        sizes_table.add_row(label, f"{sizes[kind]:.0f}")
+    sizes_table.add_row("/v1/jobs, polled", f"{sizes['async']:.0f}")
+    Console().print(sizes_table)
+
+    single = results["one Redis"]
+    figures = {
+        "bytes_per_sync_record": max(sizes["sync"], sizes["chat"]),
+        "bytes_per_async_record": sizes["async"],
+        **{
+            f"{name.lower().replace(' + ', '_').replace(' ', '_')}_{n}w_{measure}": round(value, 1)
+            for name, by_workers in results.items()
+            for n, row in by_workers.items()
+            for measure, value in row.items()
+        },
+    }
+    if "RabbitMQ + one Redis" in results:
+        rabbit = results["RabbitMQ + one Redis"]
+        figures["rabbitmq_vs_single_jobs_per_s"] = round(rabbit[2]["jobs_per_s"] / single[2]["jobs_per_s"], 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
