@@ -9,8 +9,8 @@ a late write never resurrects an expired job as a partial hash.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
@@ -21,12 +21,13 @@ from shared.answers import AnswerStream
 from shared.deliveries import DeliveryNotes
 from shared.jobs import Billing, JobRecord, JobStatus
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
+from shared.outbox import Enqueue, Outbox
 from shared.record_codec import pack, unpack
 from shared.settings import Settings
 from shared.store import key, redis_client, script
 
-#: Adds a job's task message to the Redis pipeline that stores or notes the job (`workers.celery_app.task_message`).
-Enqueue = Callable[[redis.client.Pipeline], None]
+log = logging.getLogger(__name__)
+
 
 # The status of the record KEYS[1], and whether the job is open: it exists and has not finished.
 _OPEN = """
@@ -157,6 +158,7 @@ class JobStore:
         self.redis = client or redis_client(settings)
         self.answers = AnswerStream(settings, self.redis)
         self.deliveries = DeliveryNotes(settings, self.redis)
+        self.outbox = Outbox(settings, self.redis)
         self._update = script(self.redis, _UPDATE)
         self._chunk_done = script(self.redis, _CHUNK_DONE)
         self._claim = script(self.redis, _CLAIM)
@@ -169,9 +171,10 @@ class JobStore:
         return key(self.settings, "job", job_id, "done")
 
     def create(self, record: JobRecord, sent_to: str | None = None, enqueue: Enqueue | None = None) -> None:
-        """Store a new record; `sent_to` is the queue its execution message is about to be sent to. `enqueue` adds
-        that message's commands to the same transaction: record and message then reach Redis together or not at
-        all, in one round trip."""
+        """Store a new record; `sent_to` is the queue its execution message is about to be sent to, `enqueue` that
+        message. With the broker on the store's Redis, record and message reach it together or not at all, in one
+        round trip; with a broker of its own, the message is written down in the record's transaction and
+        published after it (shared/outbox.py): a worker never finds a message without its record either way."""
         if record.status.terminal:
             fields = _compact(record) | {"deliveries": _json(record.deliveries)}
             kept = record.retention_s(self.settings)
@@ -181,19 +184,46 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.expire(self._key(record.id), kept)
-            if sent_to:
+            if sent_to and self.settings.broker_is_store:
                 self.deliveries.note(pipe, record.id, sent_to, record.created_at)
-            if enqueue is not None:
-                enqueue(pipe)
+            publish_after = self._enqueue(pipe, enqueue)
             pipe.execute()
+        if publish_after:
+            self.publish(enqueue)
 
     def sending(self, job_id: str, queue: str, enqueue: Enqueue) -> None:
-        """Send the job's execution message to `queue` (`enqueue` adds it), noted in the same transaction as sent
-        there and not yet taken by a worker (shared/deliveries.py)."""
+        """Send the job's execution message to `queue`, noted in the same transaction as sent there and not yet
+        taken by a worker (shared/deliveries.py: how a message a worker took and lost is found; RabbitMQ loses none,
+        and there nothing is noted)."""
         with self.redis.pipeline() as pipe:
-            self.deliveries.note(pipe, job_id, queue)
-            enqueue(pipe)
+            if self.settings.broker_is_store:
+                self.deliveries.note(pipe, job_id, queue)
+            publish_after = self._enqueue(pipe, enqueue)
             pipe.execute()
+        if publish_after:
+            self.publish(enqueue)
+
+    def _enqueue(self, pipe: redis.client.Pipeline, enqueue: Enqueue | None) -> bool:
+        """Add the message to `pipe`, or its outbox entry when it must be published after (then True)."""
+        if enqueue is None or enqueue.into(pipe):
+            return False
+        self.outbox.add(pipe, enqueue.message)
+        return True
+
+    def publish(self, enqueue: Enqueue) -> bool:
+        """Publish a message written down in the outbox, and drop its entry; False if the broker did not take it
+        (the workers' sweep publishes it later: the job was accepted)."""
+        try:
+            enqueue.publish()
+        except Exception as error:  # noqa: BLE001 - whatever the broker's client raises, the outbox has the message
+            log.warning(
+                "job %s: its message is kept for the sweep, the broker did not take it: %s",
+                enqueue.message.task_id,
+                error,
+            )
+            return False
+        self.outbox.sent(enqueue.message)
+        return True
 
     def lost(self, queue: str, grace_s: float) -> list[str]:
         """Queued jobs whose message to `queue` was taken by a worker and lost (see `DeliveryNotes.lost`)."""

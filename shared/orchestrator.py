@@ -22,9 +22,10 @@ from shared.compression import (
 )
 from shared.documents import DOCUMENT_ID, DocumentInfo, DocumentStore
 from shared.errors import Conflict, Forbidden, NotFound, PlanningError
-from shared.job_store import Enqueue, JobStore
+from shared.job_store import JobStore
 from shared.jobs import JOB_ID, Billing, DocumentUse, JobInput, JobRecord, JobStatus, new_job_id
 from shared.metrics import MetricsRecorder, MetricsReport, RequestOutcome, read_metrics
+from shared.outbox import Enqueue
 from shared.planning import Planner, ToolCatalog
 from shared.requests import JobRequest, Proposal
 from shared.services.models import ServiceState

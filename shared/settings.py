@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = None
+    broker_url: str | None = Field(
+        None,
+        description="Where task messages go: the Redis of `redis_url` when unset (a job's record and its message "
+        "are then written in one transaction), or a RabbitMQ server (`amqp://`), with the store's outbox making "
+        "every accepted job's message reach it.",
+    )
     redis_prefix: str = "orch:"
     data_dir: Path = Path("~/.orchestrator")
 
@@ -220,6 +226,11 @@ class Settings(BaseSettings):
         """Specs and prices of every model, the configured ones and older ones the price library knows."""
         assert self._catalog is not None
         return self._catalog
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Task messages go to the store's own Redis, in the transactions that write their jobs."""
+        return self.broker_url is None or self.broker_url == self.redis_url
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -19,6 +19,8 @@ from tests.catalog import ROOT, use_test_catalog
 use_test_catalog()  # before any test module loads its settings
 LOCAL_REDIS = os.environ.get("ORCH_TEST_REDIS", "redis://127.0.0.1:6379")
 TEST_DB = int(os.environ.get("ORCH_TEST_REDIS_DB", "11"))
+#: A broker of its own for the tests (`amqp://...`: RabbitMQ); unset, the broker is the test Redis.
+TEST_BROKER = os.environ.get("ORCH_TEST_BROKER_URL")
 PROVIDER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY")
 
 
@@ -62,13 +64,18 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture
 def redis_env(redis_url, monkeypatch) -> Iterator[str]:
-    """Point this process's settings (and the Celery app) at the test Redis; empty the db afterwards."""
-    from workers.celery_app import reconfigure
+    """Point this process's settings (and the Celery app) at the test Redis, and the test broker if there is one;
+    empty both afterwards."""
+    from workers.celery_app import app, reconfigure
 
     monkeypatch.setenv("ORCH_REDIS_URL", redis_url)
+    if TEST_BROKER:
+        monkeypatch.setenv("ORCH_BROKER_URL", TEST_BROKER)
     reconfigure()
     yield redis_url
     redis.Redis.from_url(redis_url).flushdb()
+    if TEST_BROKER:
+        app.control.purge()  # the messages of jobs a test left queued
     get_settings.cache_clear()
 
 

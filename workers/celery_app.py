@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 from redis.client import Pipeline
 
 from shared.compression import Preprocessing
 from shared.heap import freeze_startup_heap
-from shared.job_store import Enqueue
+from shared.outbox import TaskMessage
 from shared.providers import prepare_adapters
 from shared.settings import Settings, Tier, get_settings
 from workers.events import FlushEvents
@@ -28,21 +29,53 @@ def queue_for(tier: Tier | str) -> str:
     return f"llm.{tier}"
 
 
-def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> Enqueue:
-    """A job's task message, for the caller to add to the Redis transaction that records or notes it
-    (`JobStore.create`, `JobStore.sending`): a worker never finds a message without its record, no message is noted
-    as sent without being sent, and both cost one round trip. The job's id is the task's: a cancel revokes it, a
-    sweep recognises it.
+#: kombu's Redis transport as the orchestrator runs it, when the broker is the store's Redis.
+STORE_TRANSPORT = "workers.transport:Transport"
+#: How long a publish insists on a broker that does not answer: about 3 s, then the message waits in the outbox.
+PUBLISH_RETRIES = {"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
-    No queue is declared (`declare=()`): the workers that consume the queues declare them, and a message to a queue's
-    name needs no binding on Redis, while kombu would copy the queue and its exchange on every publish only to find
-    them declared already (a fifth of `send_task`'s cost)."""
 
-    def enqueue(pipeline: Pipeline) -> None:
+@dataclass(frozen=True)
+class CeleryMessage:
+    """A job's task message (`shared.outbox.Enqueue`) sent through a Celery app."""
+
+    celery: Celery
+    message: TaskMessage
+
+    @property
+    def in_store(self) -> bool:
+        return self.celery.conf.broker_transport == STORE_TRANSPORT
+
+    def into(self, pipeline: Pipeline) -> bool:
+        """With the broker on the store's Redis, the message rides in `pipeline`: a worker never finds a message
+        without its record, no message is noted as sent without being sent, and both cost one round trip."""
+        if not self.in_store:
+            return False
         with publishing_into(pipeline):
-            celery.send_task(task, args=args, queue=queue, task_id=job_id, ignore_result=True, declare=())
+            self.publish()
+        return True
 
-    return enqueue
+    def publish(self) -> None:
+        """On Redis no queue is declared (`declare=()`): a message to a list needs no binding, and the consumers
+        declare their queues, while kombu would copy the queue and its exchange on every publish only to find them
+        declared (a fifth of `send_task`'s cost). RabbitMQ drops a message to a queue not declared yet, so there
+        kombu declares it, once per connection."""
+        message = self.message
+        declare = {"declare": ()} if self.in_store else {}
+        self.celery.send_task(
+            message.task,
+            args=message.args,
+            queue=message.queue,
+            task_id=message.task_id,
+            ignore_result=True,
+            **declare,
+        )
+
+
+def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> CeleryMessage:
+    """A job's task message, for the job store to send with the writes that record or note it (`JobStore.create`,
+    `JobStore.sending`). The job's id is the task's: a cancel revokes it, a sweep recognises it."""
+    return CeleryMessage(celery, TaskMessage(task=task, args=args, queue=queue, task_id=job_id))
 
 
 class CeleryDispatch:
@@ -54,10 +87,10 @@ class CeleryDispatch:
     def queue_for(self, tier: Tier) -> str:
         return queue_for(tier)
 
-    def execute(self, job_id: str, queue: str) -> Enqueue:
+    def execute(self, job_id: str, queue: str) -> CeleryMessage:
         return task_message(self.celery, EXECUTE_TASK, [job_id], queue, job_id)
 
-    def preprocess(self, work: Preprocessing) -> tuple[str, Enqueue]:
+    def preprocess(self, work: Preprocessing) -> tuple[str, CeleryMessage]:
         job_id = work.job_id or ""
         return PREPROCESS_QUEUE, task_message(
             self.celery, PREPROCESS_TASK, [work.model_dump(mode="json")], PREPROCESS_QUEUE, job_id
@@ -86,15 +119,26 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_mutex_expire": min(300, max(5, visibility // 10)),
         "global_keyprefix": settings.redis_prefix,  # queues and bookkeeping under the same prefix as the rest
     }
+    if not settings.broker_is_store:
+        # RabbitMQ keeps a message a worker took until it acks, and hands it out again when that worker's connection
+        # drops: no visibility timeout to tune. A publish gives up within seconds when the broker is down (kombu
+        # would retry forever): the job is accepted all the same, and the sweep publishes its message later.
+        # Publisher confirms (`confirm_publish`) stay off: with them a worker stops taking messages after a few
+        # dozen jobs (its event loop waits on confirms of its own task events).
+        transport = {**PUBLISH_RETRIES}
     return {
-        "broker_url": settings.redis_url,
-        "broker_transport": "workers.transport:Transport",  # kombu's Redis transport, one client per channel
+        "broker_url": settings.redis_url if settings.broker_is_store else settings.broker_url,
+        # kombu's Redis transport with one client per channel (workers/transport.py); else the URL's own
+        "broker_transport": STORE_TRANSPORT if settings.broker_is_store else None,
         "result_backend": settings.redis_url,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        # Each queue with its own exchange and routing key: a bare `Queue(name)` is bound to the default queue's, and
+        # RabbitMQ would route every tier's messages by that one key.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in ALL_QUEUES],
         "task_default_queue": queue_for(Tier.moderate),
+        "task_publish_retry_policy": PUBLISH_RETRIES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "result_expires": settings.job_ttl_seconds,

@@ -54,7 +54,7 @@ import redis
 from celery import Celery, signals
 from celery.worker import state
 
-from workers.celery_app import app
+from workers.celery_app import STORE_TRANSPORT, app
 
 log = logging.getLogger(__name__)
 BATCH = 500  # tags per ZADD
@@ -151,7 +151,10 @@ class Lease:
 
 @signals.worker_ready.connect
 def _start(**_: Any) -> None:
-    """Every worker started from the command line renews its leases, whatever its queues and pool."""
+    """Every worker started from the command line renews its leases, whatever its queues and pool; on RabbitMQ
+    there are none to renew (it hands a message out again only when its worker's connection drops)."""
+    if app.conf.broker_transport != STORE_TRANSPORT:
+        return
     lease = Lease(app)
     lease.start()
     signals.worker_shutdown.connect(lambda **_: lease.stop(), weak=False)

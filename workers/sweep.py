@@ -1,15 +1,20 @@
-"""Send again the jobs whose execution message a crashed worker took from its queue and lost.
+"""Send again the jobs whose execution message a crashed worker took from its queue and lost, or that a process
+died before publishing.
 
 kombu's Redis transport pops a message (BRPOP) and records it as unacknowledged in a second step; a worker killed
 between the two loses the message, and its job would wait forever. The job store notes every message sent to an
 LLM queue until a claim takes it (`JobStore.lost`); once messages sent well after a job's own have been claimed,
 its message should have been taken too. One worker at a time (a Redis lock) looks for such jobs, makes sure their
-message is neither in a worker's unacknowledged set nor back in the queue, and sends it again.
+message is neither in a worker's unacknowledged set nor back in the queue, and sends it again. RabbitMQ loses no
+message a worker took (it hands it out again when that worker's connection drops), so with it as the broker that
+search is skipped; what the round does there is publish the outbox's messages that their publisher left unsent
+(shared/outbox.py).
 
 The same round settles the budget reservations a process left behind when it died between a job's finish and its
 settlement (`KeyStore.reconcile`): a job finished for longer than the round's interval is settled at its recorded
 cost, so a reservation is never held more than two intervals (30 s by default) past its job's end; a job cancelled
-while its call ran, once no worker holds its message any more, at its reservation.
+while its call ran, once no worker holds its message any more (on RabbitMQ: no live worker reports it active or
+reserved), at its reservation.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from shared.auth import KeyStore
 from shared.job_store import JobStore
 from shared.jobs import JobRecord
 from shared.store import key
-from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, app, task_message
+from workers.celery_app import EXECUTE_TASK, LLM_QUEUES, CeleryMessage, app, task_message
 from workers.runtime import services
 
 log = logging.getLogger(__name__)
@@ -67,7 +72,9 @@ class LostMessageSweep:
             settled = []
         if settled:
             log.warning("settled %d reservations left by a crashed process: %s", len(settled), ", ".join(settled))
-        resent = []
+        resent = self._publish_outbox()
+        if not self.jobs.settings.broker_is_store:
+            return resent
         for queue in LLM_QUEUES:
             candidates = self.jobs.lost(queue, grace_s=self.interval)
             if not candidates:
@@ -79,6 +86,15 @@ class LostMessageSweep:
                 resent.append(job_id)
         return resent
 
+    def _publish_outbox(self) -> list[str]:
+        """Publish the messages written down a round ago or more and still not sent; the ids of their jobs."""
+        published = []
+        for message in self.jobs.outbox.due(self.interval):
+            log.warning("job %s: its message to %s was never published; publishing it", message.task_id, message.queue)
+            if self.jobs.publish(CeleryMessage(self.app, message)):
+                published.append(message.task_id)
+        return published
+
     def _record(self, job_id: str) -> JobRecord | None:
         """The job's record; None for one that cannot be read (its worker fails it and releases it)."""
         try:
@@ -88,6 +104,10 @@ class LostMessageSweep:
 
     def _held(self, job_ids: list[str]) -> set[str]:
         """Those of `job_ids` whose message a worker holds unacknowledged: it is still running them."""
+        if not self.jobs.settings.broker_is_store:  # ask the live workers what they run or hold
+            inspect = self.app.control.inspect(timeout=2.0)
+            reports = [inspect.active() or {}, inspect.reserved() or {}]
+            return {task["id"] for report in reports for tasks in report.values() for task in tasks} & set(job_ids)
         held: set[str] = set()
         for payload in self._unacked():
             held |= {job_id for job_id in job_ids if job_id in payload}

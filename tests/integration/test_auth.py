@@ -44,6 +44,7 @@ def test_rate_limit_per_key(secured):
     assert 1 <= int(limited.headers["retry-after"]) <= 61
 
 
+@pytest.mark.distributed
 def test_concurrent_requests_never_overspend_a_budget(secured, start_worker):
     settings, keys, client = secured
     reservation = worst_case_cost(Planner(settings).propose(JobRequest(request=QUESTION)).plan, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 import redis
 
 from tests.wire.servers import Reply
@@ -12,6 +13,7 @@ from tests.wire.servers import Reply
 JOBS = 200
 
 
+@pytest.mark.distributed
 def test_every_job_succeeds_once_through_a_killed_worker_and_a_flaky_provider(
     api, start_worker, wire_servers, redis_env, monkeypatch
 ):

@@ -91,6 +91,7 @@ def test_a_small_document_is_sent_whole(api, start_worker, wire_servers):
     assert prompt.endswith(f"Document:\n<<<\n{text}\n>>>")
 
 
+@pytest.mark.distributed
 def test_a_large_document_is_compressed_by_a_chord_of_preprocess_workers(
     small_budget, api, start_worker, wire_servers, big_document
 ):

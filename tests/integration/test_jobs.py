@@ -22,6 +22,7 @@ COMPLEX = (
 )
 
 
+@pytest.mark.distributed
 def test_job_runs_on_a_worker_and_reports_result_tokens_and_cost(api, start_worker, wire_servers):
     start_worker()
     wire_servers["google"].push(Reply(text="Paris.", input_tokens=31, output_tokens=2))
@@ -58,6 +59,7 @@ def test_job_runs_on_a_worker_and_reports_result_tokens_and_cost(api, start_work
     assert sent.body["contents"][-1]["parts"][0]["text"] == SIMPLE
 
 
+@pytest.mark.distributed
 def test_orchestrate_waits_for_the_result(api, start_worker, wire_servers):
     start_worker()
     response = api.post("/v1/orchestrate", json={"request": MODERATE, "context": {"language": "Python"}})
@@ -94,6 +96,7 @@ def test_each_tier_lands_on_its_own_queue(api, start_worker, redis_env):
     assert "llm.complex" in complex_["worker"] and complex_["model_used"] == "gpt-4.1"
 
 
+@pytest.mark.distributed
 def test_failing_provider_falls_back_along_the_chain(api, start_worker, wire_servers):
     start_worker()
     wire_servers["google"].set_model("gemini-2.0-flash", Fail(503, "overloaded"))

@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from shared.embedded import EmbeddedRedis, ServerRecord
+from shared.job_store import JobStore
 from shared.settings import Settings
 from tests.wire.servers import Reply
 
@@ -162,13 +163,14 @@ def assert_server_gone(record: ServerRecord, data_dir: Path) -> None:
 
 def job_records(data_dir: Path) -> dict[str, dict]:
     """Every job record kept in the data directory's server (started for the reading, then stopped)."""
-    server = EmbeddedRedis.open(Settings(data_dir=data_dir))
+    settings = Settings(data_dir=data_dir)
+    server = EmbeddedRedis.open(settings)
     try:
-        client = redis.Redis.from_url(server.url, decode_responses=True)
+        store = JobStore(settings, redis.Redis.from_url(server.url, decode_responses=True))
         records = {}
-        for name in client.scan_iter("orch:job:*"):
+        for name in store.redis.scan_iter("orch:job:*"):
             if name.count(":") == 2:
-                records[name.split(":")[2]] = {k: json.loads(v) for k, v in client.hgetall(name).items()}
+                records[name.split(":")[2]] = store.get(name.split(":")[2]).model_dump(mode="json")
         return records
     finally:
         assert server.close()

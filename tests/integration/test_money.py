@@ -41,6 +41,7 @@ def test_a_provider_reporting_more_than_reserved_is_settled_at_its_real_cost_and
     assert keys.spent(api_key) == pytest.approx(record["cost_usd"])  # the refusal reserved nothing
 
 
+@pytest.mark.distributed
 def test_a_cancelled_queued_job_is_released_at_once(secured):
     settings, keys, client = secured
     api_key, secret = keys.create("patient", budget_usd=10 * _reservation(settings))

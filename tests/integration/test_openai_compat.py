@@ -81,6 +81,7 @@ def test_unknown_model_is_an_openai_style_error(client):
     assert error.value.code == "model_not_available" and "unknown model(s) gpt-9" in error.value.message
 
 
+@pytest.mark.distributed
 def test_streaming_relays_the_providers_pieces(client, start_worker, wire_servers):
     start_worker()
     stream = client.chat.completions.create(

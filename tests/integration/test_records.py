@@ -108,6 +108,7 @@ def test_a_record_finished_without_its_copy_keeps_its_fields(store):
     assert "plan" in store.redis.hgetall(f"{store.settings.redis_prefix}job:{record.id}")
 
 
+@pytest.mark.distributed
 def test_jobs_answered_through_the_api_and_workers_are_stored_compact(api, start_worker, redis_env):
     client = redis.Redis.from_url(redis_env, decode_responses=True)
     body = {"request": QUESTION, "options": {"cache": False}}

@@ -94,6 +94,7 @@ def test_client_error_fails_fast_without_fallback(settings, executor, wire_serve
     assert wire_servers["openai"].requests == []
 
 
+@pytest.mark.distributed
 def test_server_error_storm_opens_the_breaker_and_a_probe_closes_it(settings, executor, client, wire_servers):
     breakers = executor.breakers
     google = wire_servers["google"]

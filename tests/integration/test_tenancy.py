@@ -206,6 +206,7 @@ def test_an_openai_client_bills_and_sees_its_own_tenant(tenants):
     assert clients["beta"].get(f"/v1/jobs/{job}").status_code == 404
 
 
+@pytest.mark.distributed
 def test_a_stream_cut_by_a_cancel_is_not_delivered_and_is_billed_at_the_providers_usage(tenants, wire_servers):
     clients, made, _ = tenants
     words = " ".join(f"word{i}" for i in range(80))

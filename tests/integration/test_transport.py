@@ -31,7 +31,7 @@ def test_a_message_published_into_a_pipeline_reaches_its_queue_only_with_the_pip
     queue_key = f"{settings.redis_prefix}llm.simple"
     with client.pipeline() as pipe:
         pipe.set(f"{settings.redis_prefix}probe", "1")
-        task_message(app, EXECUTE_TASK, ["job-1"], "llm.simple", "job-1")(pipe)
+        assert task_message(app, EXECUTE_TASK, ["job-1"], "llm.simple", "job-1").into(pipe)
         assert client.llen(queue_key) == 0  # held in the pipeline, not sent
         pipe.execute()
     [raw] = client.lrange(queue_key, 0, -1)
