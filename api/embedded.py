@@ -32,7 +32,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -300,7 +299,6 @@ class EmbeddedRuntime:
 
     def _cancel_own_jobs(self) -> None:
         from shared.auth import settle_job
-        from shared.jobs import JobStatus
 
         store = self._store()
         reason = "cancelled: the command that submitted it was interrupted and no longer waits for it"
@@ -308,15 +306,7 @@ class EmbeddedRuntime:
             record = store.get(job_id)
             if record is None or record.status.terminal:
                 continue
-            if store.finish(
-                job_id,
-                ttl=record.retention_s(self.settings),
-                record=record,
-                status=JobStatus.cancelled,
-                stage="cancelled",
-                finished_at=time.time(),
-                error=reason,
-            ):
+            if store.cancel(record, reason):
                 settle_job(self.settings, store.redis, record, 0.0)  # release its budget reservation
                 self.cancelled.append(job_id)
 

@@ -293,6 +293,19 @@ class JobStore:
         was = self._finish(keys=keys, args=args)
         return JobStatus(json.loads(was)) if was else None
 
+    def cancel(self, record: JobRecord, reason: str) -> JobStatus | None:
+        """Finish an unfinished job as cancelled with `reason` (its waiters woken, nothing counted); the status it
+        had, or None if it had finished already."""
+        return self.finish(
+            record.id,
+            ttl=record.retention_s(self.settings),
+            record=record,
+            status=JobStatus.cancelled,
+            stage="cancelled",
+            finished_at=time.time(),
+            error=reason,
+        )
+
     def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
         """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""
         return int(self._chunk_done(keys=[self._key(job_id)], args=[total, share]))

@@ -203,15 +203,7 @@ class Orchestrator:
         """Cancel an unfinished job: it never runs, or runs no further attempt; its reservation is released and its
         waiters woken. Conflict when it had already finished."""
         record = self.job(job_id, caller)
-        was = self.jobs.finish(
-            record.id,
-            ttl=record.retention_s(self.settings),
-            record=record,
-            status=JobStatus.cancelled,
-            stage="cancelled",
-            finished_at=time.time(),
-            error=reason,
-        )
+        was = self.jobs.cancel(record, reason)
         if was is None:
             raise Conflict(f"job {job_id} already {self.jobs.status(job_id)}; nothing to cancel")
         self.dispatch.revoke(record.id)

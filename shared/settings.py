@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -202,6 +211,12 @@ class Settings(BaseSettings):
         return init_settings, env_settings, YamlDirectorySource(settings_cls)
 
     _catalog: Catalog | None = PrivateAttr(None)
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _empty_broker_is_none(cls, value: str | None) -> str | None:
+        """An empty ORCH_BROKER_URL (compose passes one through when it is unset) means the default."""
+        return value or None
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

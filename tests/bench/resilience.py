@@ -18,7 +18,7 @@ import time
 
 from rich.console import Console
 from rich.table import Table
-from support import bench_redis, percentile, use_test_catalog  # noqa: I001
+from support import bench_redis, percentile, provider_env, use_test_catalog  # noqa: I001
 
 use_test_catalog()  # the wire servers answer as the test catalog's models
 
@@ -36,17 +36,7 @@ def main() -> None:
     for server in servers.values():
         server.start()
     with bench_redis() as url:
-        os.environ.update(
-            {
-                "ORCH_REDIS_URL": url,
-                "OPENAI_API_KEY": "bench",
-                "OPENAI_BASE_URL": servers["openai"].url,
-                "ANTHROPIC_API_KEY": "bench",
-                "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": servers["anthropic"].url,
-                "GOOGLE_API_KEY": "bench",
-                "ORCH_PROVIDERS__GOOGLE__BASE_URL": servers["google"].url,
-            }
-        )
+        os.environ.update(provider_env(url, servers))
         import redis
 
         from shared.breaker import CircuitBreakers

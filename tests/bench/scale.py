@@ -25,8 +25,8 @@ import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
-from support import ROOT, bench_redis, stop
-from throughput import free_port, job_body, p99, spawn, submit_all, wait_log, wait_successes, worker
+from support import stop
+from throughput import deployment, free_port, job_body, p99, spawn, submit_all, wait_log, wait_successes, worker
 
 SAMPLES = 200
 JOBS = 1000
@@ -83,7 +83,7 @@ def run_jobs(base: str, client: redis.Redis, env: dict[str, str], workers: int, 
     return {"jobs_per_s": rate, "p50_ms": statistics.median(latencies), "p99_ms": p99(latencies)}
 
 
-def configurations(url: str) -> dict[str, dict[str, str]]:
+def configurations() -> dict[str, dict[str, str]]:
     """The deployments this machine can run, as environment overrides."""
     found = {"one Redis": {}}
     amqp = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -99,29 +99,10 @@ def configurations(url: str) -> dict[str, dict[str, str]]:
 
 
 def main() -> None:
-    from tests.wire.servers import AnthropicWireServer, GeminiWireServer, OpenAIWireServer
-
-    wire = {"openai": OpenAIWireServer(), "anthropic": AnthropicWireServer(), "google": GeminiWireServer()}
-    for server in wire.values():
-        server.start()
     results: dict[str, dict[int, dict[str, float]]] = {}
-    with bench_redis() as url:
-        client = redis.Redis.from_url(url)
-        env = {
-            **os.environ,
-            "ORCH_REDIS_URL": url,
-            "PYTHONPATH": str(ROOT),
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": wire["openai"].url,
-            "ANTHROPIC_API_KEY": "bench",
-            "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
-            "GOOGLE_API_KEY": "bench",
-            "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
-            "ORCH_RESPONSE_CACHE__ENABLED": "false",
-            "ORCH_AUTH__ENABLED": "false",
-        }
+    with deployment() as (url, client, env, _):
         sizes: dict[str, float] = {}
-        for name, overrides in configurations(url).items():
+        for name, overrides in configurations().items():
             client.flushdb()
             config_env = env | overrides
             port = free_port()
@@ -138,8 +119,6 @@ def main() -> None:
                 results[name] = {n: run_jobs(base, client, config_env, n, f"{name[:3]}{n}") for n in (1, 2)}
             finally:
                 stop(api)
-    for server in wire.values():
-        server.stop()
 
     table = Table(title=f"past one Redis, on this machine ({os.cpu_count()} cores shared by everything)")
     for column in ("configuration", "workers", "jobs/s", "p50 ms", "p99 ms"):

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 
 from tests.catalog import use_test_catalog  # noqa: E402
 
-__all__ = ["ROOT", "bench_redis", "percentile", "stop", "use_test_catalog"]
+__all__ = ["ROOT", "bench_redis", "percentile", "provider_env", "stop", "use_test_catalog"]
 
 
 @contextmanager
@@ -39,6 +39,19 @@ def bench_redis(local: str = "redis://127.0.0.1:6379/12") -> Iterator[str]:
         client.flushdb()
         if server is not None:
             server.stop()
+
+
+def provider_env(url: str, servers: dict) -> dict[str, str]:
+    """The environment that points the orchestrator at the Redis `url` and every provider at its wire server."""
+    return {
+        "ORCH_REDIS_URL": url,
+        "OPENAI_API_KEY": "bench",
+        "OPENAI_BASE_URL": servers["openai"].url,
+        "ANTHROPIC_API_KEY": "bench",
+        "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": servers["anthropic"].url,
+        "GOOGLE_API_KEY": "bench",
+        "ORCH_PROVIDERS__GOOGLE__BASE_URL": servers["google"].url,
+    }
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

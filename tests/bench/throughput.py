@@ -26,14 +26,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
-from support import ROOT, bench_redis, stop, use_test_catalog
+from support import ROOT, bench_redis, provider_env, stop, use_test_catalog
 
 use_test_catalog()  # the wire servers answer as the test catalog's models
 
@@ -268,27 +270,32 @@ def overall(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return len(runs) / sum(1 / rate for rate, _ in runs), statistics.mean(cpu for _, cpu in runs)
 
 
-def main() -> None:
+@contextmanager
+def deployment() -> Iterator[tuple[str, redis.Redis, dict[str, str], dict]]:
+    """The bench Redis (its URL and a client), wire servers standing in for every provider, and the environment of
+    an orchestrator process that uses them, without response cache or API keys."""
     from tests.wire.servers import AnthropicWireServer, GeminiWireServer, OpenAIWireServer
 
     wire = {"openai": OpenAIWireServer(), "anthropic": AnthropicWireServer(), "google": GeminiWireServer()}
     for server in wire.values():
         server.start()
-    with bench_redis() as url:
-        client = redis.Redis.from_url(url)
-        env = {
-            **os.environ,
-            "ORCH_REDIS_URL": url,
-            "PYTHONPATH": str(ROOT),
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": wire["openai"].url,
-            "ANTHROPIC_API_KEY": "bench",
-            "ORCH_PROVIDERS__ANTHROPIC__BASE_URL": wire["anthropic"].url,
-            "GOOGLE_API_KEY": "bench",
-            "ORCH_PROVIDERS__GOOGLE__BASE_URL": wire["google"].url,
-            "ORCH_RESPONSE_CACHE__ENABLED": "false",
-            "ORCH_AUTH__ENABLED": "false",
-        }
+    try:
+        with bench_redis() as url:
+            env = {
+                **os.environ,
+                **provider_env(url, wire),
+                "PYTHONPATH": str(ROOT),
+                "ORCH_RESPONSE_CACHE__ENABLED": "false",
+                "ORCH_AUTH__ENABLED": "false",
+            }
+            yield url, redis.Redis.from_url(url), env, wire
+    finally:
+        for server in wire.values():
+            server.stop()
+
+
+def main() -> None:
+    with deployment() as (url, client, env, wire):
         port = free_port()
         api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env)
         base = f"http://127.0.0.1:{port}"
@@ -308,8 +315,6 @@ def main() -> None:
             noop_round_trip_ms = celery_noop_round_trip(url, env)
         finally:
             stop(api)
-    for server in wire.values():
-        server.stop()
 
     table = Table(title=f"throughput on this machine ({os.cpu_count()} cores shared by client, API, worker, Redis)")
     table.add_column("measure")
