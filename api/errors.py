@@ -48,6 +48,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 #: OpenAI's error `type` for each status it documents.
+#: How a Redis Cluster node answers a client that is not cluster-aware, for keys it does not hold or spans of them.
+CLUSTER_REPLIES = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterCrossSlotError,
+    redis.exceptions.ClusterDownError,
+)
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 429: "insufficient_quota"}
 
 
@@ -83,7 +90,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.RedisError)
     @app.exception_handler(OperationalError)
     async def store_down(request: Request, error: Exception) -> Response:
-        unavailable = StoreUnavailable(f"the job store (Redis) is unavailable, retry shortly: {error}")
+        if isinstance(error, CLUSTER_REPLIES):
+            unavailable = StoreUnavailable(
+                f"ORCH_REDIS_URL names a node of a Redis Cluster ({error}), which the store does not run on: point it "
+                "at a single Redis or Valkey server (with replicas if need be)"
+            )
+        else:
+            unavailable = StoreUnavailable(f"the job store (Redis) is unavailable, retry shortly: {error}")
         return await orchestrator_error(request, unavailable)
 
     @app.exception_handler(RequestValidationError)
