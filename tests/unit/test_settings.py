@@ -79,3 +79,23 @@ def test_a_site_file_can_replace_a_section_whole(config_dir):
     )
     settings = load_settings()
     assert set(settings.models) == {"gpt-6-luna", "claude-opus-5-5"}
+
+
+@pytest.mark.parametrize(
+    ("broker", "is_store"),
+    [(None, True), ("", True), ("redis://127.0.0.1:6379/0", True), ("amqp://guest:guest@127.0.0.1:5672//", False)],
+)
+def test_the_broker_is_the_store_unless_another_url_is_named(config_dir, monkeypatch, broker, is_store):
+    from workers.celery_app import STORE_TRANSPORT, celery_config
+
+    monkeypatch.setenv("ORCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if broker is not None:
+        monkeypatch.setenv("ORCH_BROKER_URL", broker)  # compose passes an unset variable through as ""
+    settings = load_settings()
+    assert settings.broker_is_store is is_store
+    config = celery_config(settings)
+    assert config["broker_url"] == ("redis://127.0.0.1:6379/0" if is_store else broker)
+    assert (config["broker_transport"] == STORE_TRANSPORT) is is_store
+    assert config["result_backend"] == "redis://127.0.0.1:6379/0"  # results and records stay in Redis
+    queues = {queue.name: (queue.exchange.name, queue.routing_key) for queue in config["task_queues"]}
+    assert queues["llm.simple"] == ("llm.simple", "llm.simple")  # a queue of its own on RabbitMQ too
