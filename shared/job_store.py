@@ -3,7 +3,8 @@
 A record is a hash with one JSON value per top-level field, so the front end, the preprocess chord and the LLM
 worker can each write their own fields without reading and rewriting the whole record. Every write goes through a
 script that first checks the job is still open (exists, not finished): a late or duplicate worker is harmless, and
-a late write never resurrects an expired job as a partial hash.
+a late write never resurrects an expired job as a partial hash. The step that finishes a job rewrites its record
+compact, in three fields (shared/record_codec.py): it is kept for hours to a week and never written again.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue, pools
 from redis.client import Pipeline
 
 from shared.compression import Preprocessing
@@ -58,18 +59,24 @@ class CeleryMessage:
     def publish(self) -> None:
         """On Redis no queue is declared (`declare=()`): a message to a list needs no binding, and the consumers
         declare their queues, while kombu would copy the queue and its exchange on every publish only to find them
-        declared (a fifth of `send_task`'s cost). RabbitMQ drops a message to a queue not declared yet, so there
-        kombu declares it, once per connection."""
+        declared (a fifth of `send_task`'s cost). On RabbitMQ, which drops a message to a queue not declared yet,
+        kombu declares it once per connection, and the publish returns once the broker has confirmed the message:
+        only then may the outbox drop it."""
         message = self.message
-        declare = {"declare": ()} if self.in_store else {}
-        self.celery.send_task(
-            message.task,
-            args=message.args,
-            queue=message.queue,
-            task_id=message.task_id,
-            ignore_result=True,
-            **declare,
-        )
+        fields = {"args": message.args, "queue": message.queue, "task_id": message.task_id, "ignore_result": True}
+        if self.in_store:
+            self.celery.send_task(message.task, declare=(), **fields)
+            return
+        broker = _confirming(self.celery, self.celery.conf.broker_url)
+        with pools.producers[broker].acquire(block=True, timeout=10) as producer:
+            self.celery.send_task(message.task, producer=producer, **fields)
+
+
+@functools.lru_cache(maxsize=8)
+def _confirming(celery: Celery, url: str) -> Connection:
+    """The app's broker at `url` with publisher confirms, for job messages alone: the app's own connections go
+    without, since on them a worker's task events would wait on confirms in its event loop."""
+    return celery.connection_for_write(url, transport_options={"confirm_publish": True})
 
 
 def task_message(celery: Celery, task: str, args: list[Any], queue: str, job_id: str) -> CeleryMessage:
@@ -123,8 +130,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # RabbitMQ keeps a message a worker took until it acks, and hands it out again when that worker's connection
         # drops: no visibility timeout to tune. A publish gives up within seconds when the broker is down (kombu
         # would retry forever): the job is accepted all the same, and the sweep publishes its message later.
-        # Publisher confirms (`confirm_publish`) stay off: with them a worker stops taking messages after a few
-        # dozen jobs (its event loop waits on confirms of its own task events).
+        # Job messages are published with confirms on connections of their own (`CeleryMessage.publish`).
         transport = {**PUBLISH_RETRIES}
     return {
         "broker_url": settings.redis_url if settings.broker_is_store else settings.broker_url,
