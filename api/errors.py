@@ -47,7 +47,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     }.items()
 }
 
-#: OpenAI's error `type` for each status it documents.
 #: How a Redis Cluster node answers a client that is not cluster-aware, for keys it does not hold or spans of them.
 CLUSTER_REPLIES = (
     redis.exceptions.MovedError,
@@ -55,6 +54,7 @@ CLUSTER_REPLIES = (
     redis.exceptions.ClusterCrossSlotError,
     redis.exceptions.ClusterDownError,
 )
+#: OpenAI's error `type` for each status it documents.
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 429: "insufficient_quota"}
 
 
