@@ -13,7 +13,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared.metrics import LATENCY_BUCKETS, latency_bucket_upper_ms, totals_key
+from shared.metrics import LATENCY_BUCKETS, latency_bucket_upper_ms, read_totals
 from shared.settings import Settings
 from shared.store import StoreUnavailable, redis_client
 
@@ -45,10 +45,9 @@ class RedisTotalsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            raw = redis_client(self.settings).hgetall(totals_key(self.settings))
+            totals = read_totals(self.settings, redis_client(self.settings))
         except (redis.RedisError, StoreUnavailable):
             return  # an empty scrape while Redis is away; the counters are intact when it is back
-        totals = {name: float(value) for name, value in raw.items()}
         for name, help_text in _COUNTERS.items():
             yield CounterMetricFamily(f"orchestrator_{name}", help_text, value=totals.get(name, 0.0))
         for dimension, help_text in _LABELLED.items():

@@ -10,25 +10,24 @@ from collections.abc import Iterator
 
 import redis
 
-from shared.settings import Settings
-from shared.store import key
+from shared.keyspace import Keyspace
 
 CLOSED_STREAM_TTL_S = 600
 
 
 class AnswerStream:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.settings = settings
+    def __init__(self, keys: Keyspace, client: redis.Redis) -> None:
+        self.keys = keys
         self.redis = client
 
     def key(self, job_id: str) -> str:
-        return key(self.settings, "job", job_id, "stream")
+        return self.keys.job(job_id, "stream")
 
     def append(self, job_id: str, text: str) -> None:
         self.redis.xadd(self.key(job_id), {"d": text})
 
     def close(self, job_id: str, status: str) -> None:
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.key(job_id), {"end": status})
             pipe.expire(self.key(job_id), CLOSED_STREAM_TTL_S)
             pipe.execute()

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 
 from shared.errors import BudgetExhausted
 from shared.jobs import JobRecord, JobStatus
+from shared.keyspace import Keyspace, tag_of
 from shared.rate_limit import RateDecision, RateLimiter
 from shared.routing import Plan
 from shared.settings import Settings
-from shared.store import key, script
+from shared.store import script
 
 KEY_PREFIX = "orch_"
 TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -117,14 +118,15 @@ class KeyStore:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.redis = client
+        self.keys = Keyspace.of(settings, client)
         self._reserve = script(client, _RESERVE)
         self._settle = script(client, _SETTLE)
 
     def _key(self, digest: str) -> str:
-        return key(self.settings, "apikey", digest)
+        return self.keys.tagged("apikey", "keys", digest)
 
     def _index(self) -> str:
-        return key(self.settings, "apikeys")
+        return self.keys.tagged("apikeys", "keys")
 
     def create(
         self,
@@ -147,7 +149,7 @@ class KeyStore:
             admin=admin,
         )
         digest = fingerprint(secret)
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key(digest), api_key.model_dump_json())
             pipe.hset(self._index(), api_key.id, digest)
             pipe.execute()
@@ -180,13 +182,14 @@ class KeyStore:
     def spend_key(self, api_key: ApiKey, at: float | None = None) -> str:
         moment = time.gmtime(at if at is not None else time.time())
         stamp = time.strftime("%Y-%m-%d" if api_key.budget_period == "day" else "%Y-%m", moment)
-        return key(self.settings, "spend", api_key.id, stamp)
+        return self.keys.tagged("spend", api_key.id, stamp)
 
     def spent(self, api_key: ApiKey) -> float:
         return float(self.redis.get(self.spend_key(api_key)) or 0)
 
-    def _open_reservations(self) -> list[str]:
-        return [key(self.settings, "reservations"), key(self.settings, "reservations", "details")]
+    def _open_reservations(self, key_id: str) -> list[str]:
+        """The key's open reservations (by time) and their details, in the slot of its spend."""
+        return [self.keys.tagged("reservations", key_id), self.keys.tagged("reservations", key_id, "details")]
 
     def reserve(self, api_key: ApiKey, amount: float, job_id: str) -> str:
         """Reserve `amount` of the key's budget for `job_id`; the spend key to settle against. A key without a
@@ -196,7 +199,7 @@ class KeyStore:
         budget = api_key.budget_usd if api_key.budget_usd is not None else _UNLIMITED
         details = Reservation(job_id=job_id, spend_key=spend, reserved_usd=amount).model_dump_json()
         args = [repr(amount), repr(budget), ttl, job_id, repr(time.time()), details]
-        if not self._reserve(keys=[spend, *self._open_reservations()], args=args):
+        if not self._reserve(keys=[spend, *self._open_reservations(api_key.id)], args=args):
             raise BudgetExhausted(
                 f"the budget of ${api_key.budget_usd:.4f} per {api_key.budget_period} of key {api_key.name!r} "
                 f"cannot cover this request (worst case ${amount:.6f}, already spent or reserved "
@@ -206,20 +209,23 @@ class KeyStore:
 
     def settle(self, spend_key: str, job_id: str, reserved: float, actual: float) -> bool:
         """Replace a job's reservation by its actual cost, once (False when it was settled already)."""
-        keys = [spend_key, *self._open_reservations()]
+        keys = [spend_key, *self._open_reservations(tag_of(spend_key))]
         return bool(self._settle(keys=keys, args=[repr(actual - reserved), job_id]))
 
-    def unsettled(self, older_than_s: float, pages: int = 10, page: int = 1000) -> list[Reservation]:
-        """Reservations made more than `older_than_s` ago and not settled yet, oldest first, up to `pages` pages."""
-        index, details = self._open_reservations()
-        found: list[Reservation] = []
-        for number in range(pages):
-            job_ids = self.redis.zrangebyscore(index, "-inf", time.time() - older_than_s, start=number * page, num=page)
-            raws = self.redis.hmget(details, job_ids) if job_ids else []
-            found += [Reservation.model_validate_json(raw) for raw in raws if raw]
-            if len(job_ids) < page:
-                break
-        return found
+    def unsettled(self, older_than_s: float, page: int = 1000) -> list[Reservation]:
+        """Reservations made more than `older_than_s` ago and not settled yet: up to `page` per key, oldest first."""
+        key_ids = list(self.redis.hkeys(self._index()))
+        cutoff = time.time() - older_than_s
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                pipe.zrangebyscore(self._open_reservations(key_id)[0], "-inf", cutoff, start=0, num=page)
+            per_key = pipe.execute()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for key_id, job_ids in zip(key_ids, per_key, strict=True):
+                if job_ids:
+                    pipe.hmget(self._open_reservations(key_id)[1], job_ids)
+            raws = [raw for found in pipe.execute() for raw in found]
+        return [Reservation.model_validate_json(raw) for raw in raws if raw]
 
     def reconcile(
         self,

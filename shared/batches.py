@@ -20,9 +20,9 @@ from pydantic import BaseModel
 from shared.auth import ApiKey, may_see
 from shared.job_store import JobStore
 from shared.jobs import JOB_ID, JobRecord, JobStatus
+from shared.keyspace import Keyspace
 from shared.pricing import Percent, Usd, saved_pct
 from shared.settings import Settings
-from shared.store import key
 
 
 class BatchItem(BaseModel):
@@ -52,9 +52,10 @@ class BatchStore:
         self.settings = settings
         self.redis = client
         self.jobs = jobs
+        self.keys = Keyspace.of(settings, client)
 
     def _key(self, batch_id: str) -> str:
-        return key(self.settings, "batch", batch_id)
+        return self.keys.tagged("batch", batch_id)
 
     def create(self, items: list[BatchItem], owner: str | None = None) -> str:
         """Store the batch's items under a new id; `owner` is the tenant whose keys (and admins) may read it."""
@@ -63,7 +64,7 @@ class BatchStore:
         meta: dict[str, str | float | int] = {"created_at": time.time(), "total": len(items)}
         if owner is not None:
             meta["tenant"] = owner
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(batch_id), mapping=meta)
             pipe.expire(self._key(batch_id), ttl)
             for start in range(0, len(items), 1000):

@@ -21,8 +21,9 @@ from enum import StrEnum
 import redis
 from pydantic import BaseModel
 
+from shared.keyspace import Keyspace
 from shared.settings import Settings
-from shared.store import key, script
+from shared.store import script
 
 #: How stale the snapshot of open breakers may be: another worker's opening is seen within this long.
 SNAPSHOT_SECONDS = 1.0
@@ -137,7 +138,8 @@ class CircuitBreakers:
         self.settings = settings
         self.policy = settings.resilience
         self.redis = client
-        self._open = key(settings, "breaker", "open")
+        self.keys = Keyspace.of(settings, client)  # every breaker's keys in one slot: the scripts touch several
+        self._open = self.keys.tagged("breaker", "breakers", "open")
         self._acquire = script(client, _ACQUIRE)
         self._failure = script(client, _FAILURE)
         self._success = script(client, _SUCCESS)
@@ -147,10 +149,10 @@ class CircuitBreakers:
         self._tally_lock = threading.Lock()
 
     def _counts(self, model: str) -> str:
-        return key(self.settings, "breaker", model, "counts")
+        return self.keys.tagged("breaker", "breakers", model, "counts")
 
     def _probe(self, model: str) -> str:
-        return key(self.settings, "breaker", model, "probe")
+        return self.keys.tagged("breaker", "breakers", model, "probe")
 
     def acquire(self, model: str) -> Gate:
         """May this caller call `model` now? Closed breakers, the common case, are answered from a snapshot of the

@@ -78,6 +78,12 @@ class Preprocessing(BaseModel):
     tier: str | None = None
     tenant: str | None = None  # whose summaries these are: cached and reused within the tenant only
 
+    @property
+    def run_id(self) -> str:
+        """What the map/reduce's chunk results are kept under: the job's id, or for work without a job (a warm-up
+        of the summary cache) its cache key's digest."""
+        return self.job_id or self.cache_key.rsplit(":", 1)[-1]
+
 
 class Compressed(BaseModel):
     """A document reduced to fit a budget: the text the model reads, and where it came from."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -38,10 +39,10 @@ class DeliveryNotes:
         pipe.zadd(self.undelivered_key(queue), {job_id: time.time() if at is None else at})
         pipe.expire(self.undelivered_key(queue), self.settings.job_ttl_seconds)  # notes outlive no job
 
-    def lost(self, queue: str, grace_s: float, record_key: str) -> list[str]:
+    def lost(self, queue: str, grace_s: float, record_key: Callable[[str], str]) -> list[str]:
         """Jobs whose message to `queue` was sent at least `grace_s` before the newest message a worker claimed
         there, yet whose own was never claimed. Notes of jobs that need no delivery any more (finished, cancelled,
-        gone) are dropped on the way. `record_key` names a job's record, with `{}` for its id."""
+        gone) are dropped on the way. `record_key` names a job's record."""
         newest = self.redis.hget(self.newest_claimed_key(), queue)
         if newest is None:
             return []
@@ -50,7 +51,7 @@ class DeliveryNotes:
         )
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in noted:
-                pipe.hmget(record_key.format(job_id), "status", "deliveries")
+                pipe.hmget(record_key(job_id), "status", "deliveries")
             states = pipe.execute()
         lost, settled = [], []
         for job_id, (status, deliveries) in zip(noted, states, strict=True):

@@ -12,8 +12,9 @@ import re
 from pydantic import BaseModel
 
 from shared.errors import NotText, TooLarge
+from shared.keyspace import Keyspace
 from shared.settings import Settings
-from shared.store import key, redis_client
+from shared.store import redis_client
 from shared.tokens import count_tokens
 
 #: A document's id: the sha256 of its UTF-8 bytes.
@@ -44,16 +45,17 @@ class DocumentStore:
         self.settings = settings
         self.redis = redis_client(settings)
         self.binary = redis_client(settings, decode=False)
+        self.keys = Keyspace.of(settings, self.redis)
         self.ttl = settings.document_processing.document_ttl_seconds
 
     def _key(self, document_id: str) -> str:
-        return key(self.settings, "doc", document_id)
+        return self.keys.tagged("doc", document_id)
 
     def _meta_key(self, document_id: str) -> str:
-        return key(self.settings, "doc", document_id, "meta")
+        return self.keys.tagged("doc", document_id, "meta")
 
     def _reference_key(self, document_id: str, owner: str) -> str:
-        return key(self.settings, "doc", document_id, "ref", owner)
+        return self.keys.tagged("doc", document_id, "ref", owner)
 
     def put(self, text: str, owner: str | None = None) -> DocumentInfo:
         """Store the text (once per content, whoever stores it) and the owner's reference to it; return its id and
@@ -64,7 +66,7 @@ class DocumentStore:
             raise TooLarge(f"document larger than the limit of {limit:,} bytes")
         document_id = hashlib.sha256(data).hexdigest()
         info = self.info(document_id)
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             if info is None:
                 info = DocumentInfo(id=document_id, tokens=count_tokens(text), bytes=len(data), chars=len(text))
                 pipe.set(self._key(document_id), data, ex=self.ttl)

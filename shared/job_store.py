@@ -21,11 +21,12 @@ from pydantic_core import to_json
 from shared.answers import AnswerStream
 from shared.deliveries import DeliveryNotes
 from shared.jobs import Billing, JobRecord, JobStatus
+from shared.keyspace import Keyspace
 from shared.metrics import RECORD_FUNCTION, RequestOutcome, recording
 from shared.outbox import Enqueue, Outbox
 from shared.record_codec import pack, unpack
 from shared.settings import Settings
-from shared.store import key, redis_client, script
+from shared.store import redis_client, script
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +48,37 @@ return 1
 """
 )
 
-# One chunk of the job's document is done: count it and set progress and stage in one step, so concurrent chunk
-# tasks never move progress backwards. ARGV[1] total chunks, ARGV[2] share of progress.
-_CHUNK_DONE = (
-    _OPEN
-    + """
-if not open then return -1 end
-local done = redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
-local total = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'progress', string.format('%.4f', tonumber(ARGV[2]) * done / total),
-           'stage', '"preprocessing chunk ' .. done .. '/' .. total .. '"')
-return done
+# One chunk of a document's map step is done. Its result is kept in the run's results hash, once however often the
+# chunk runs; the job's progress is set from how many are kept, so concurrent chunks never move it backwards; and the
+# chunk that completes the map writes down the reduce step's message in the outbox, in the same step: the reduce
+# runs once, even if that chunk's worker dies before it publishes the message (the sweep publishes it then).
+# KEYS[1] the results, KEYS[2] the outbox of the run's shard, KEYS[3] the job's record (none: work without a job).
+# ARGV[1] chunk index, ARGV[2] its result, ARGV[3] total chunks, ARGV[4] share of progress, ARGV[5] TTL, ARGV[6] the
+# reduce message, ARGV[7] now. Returns {chunks kept, 1 if this call completed the map}, or {-1, 0} for a job that
+# has finished (cancelled).
+_CHUNK_DONE = """
+if KEYS[3] then
+  local status = redis.call('HGET', KEYS[3], 'status')
+  if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return {-1, 0} end
+end
+local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+local done = redis.call('HLEN', KEYS[1])
+local total = tonumber(ARGV[3])
+if new == 0 then return {done, 0} end
+if KEYS[3] then
+  redis.call('HSET', KEYS[3], 'chunks_done', done, 'progress', string.format('%.4f', tonumber(ARGV[4]) * done / total),
+             'stage', '"preprocessing chunk ' .. done .. '/' .. total .. '"')
+end
+if done < total then return {done, 0} end
+redis.call('ZADD', KEYS[2], ARGV[7], ARGV[6])
+return {done, 1}
 """
-)
 
 # Claim a job for a delivery: an open job is marked running and its delivery counted, and the delivery note dropped
 # (shared/deliveries.py); the record is returned as it then is (finished or not), in one round trip. KEYS[2] the
-# queue's undelivered notes, KEYS[3] the newest-claimed marks; ARGV[1] TTL, ARGV[2] job id, ARGV[3] queue, then
-# field/value pairs.
+# queue's undelivered notes, KEYS[3] the newest-claimed marks (neither when the broker is not the store);
+# ARGV[1] TTL, ARGV[2] job id, ARGV[3] queue, then field/value pairs.
 _CLAIM = (
     _OPEN
     + """
@@ -74,7 +88,7 @@ if open then
   redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
-local sent_at = redis.call('ZSCORE', KEYS[2], ARGV[2])
+local sent_at = KEYS[2] and redis.call('ZSCORE', KEYS[2], ARGV[2])
 if sent_at then
   redis.call('ZREM', KEYS[2], ARGV[2])
   local newest = redis.call('HGET', KEYS[3], ARGV[3])
@@ -157,19 +171,20 @@ class JobStore:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.redis = client or redis_client(settings)
-        self.answers = AnswerStream(settings, self.redis)
+        self.keys = Keyspace.of(settings, self.redis)
+        self.answers = AnswerStream(self.keys, self.redis)
         self.deliveries = DeliveryNotes(settings, self.redis)
-        self.outbox = Outbox(settings, self.redis)
+        self.outbox = Outbox(self.keys, self.redis)
         self._update = script(self.redis, _UPDATE)
         self._chunk_done = script(self.redis, _CHUNK_DONE)
         self._claim = script(self.redis, _CLAIM)
         self._finish = script(self.redis, _FINISH)
 
     def _key(self, job_id: str) -> str:
-        return key(self.settings, "job", job_id)
+        return self.keys.job(job_id)
 
     def _done_key(self, job_id: str) -> str:
-        return key(self.settings, "job", job_id, "done")
+        return self.keys.job(job_id, "done")
 
     def create(self, record: JobRecord, sent_to: str | None = None, enqueue: Enqueue | None = None) -> None:
         """Store a new record; `sent_to` is the queue its execution message is about to be sent to, `enqueue` that
@@ -182,7 +197,7 @@ class JobStore:
         else:
             fields = {name: _json(getattr(record, name)) for name in type(record).model_fields}
             kept = self.settings.job_ttl_seconds
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._key(record.id), mapping=fields)
             pipe.expire(self._key(record.id), kept)
             if sent_to and self.settings.broker_is_store:
@@ -196,7 +211,7 @@ class JobStore:
         """Send the job's execution message to `queue`, noted in the same transaction as sent there and not yet
         taken by a worker (shared/deliveries.py: how a message a worker took and lost is found; RabbitMQ loses none,
         and there nothing is noted)."""
-        with self.redis.pipeline() as pipe:
+        with self.redis.pipeline(transaction=True) as pipe:
             if self.settings.broker_is_store:
                 self.deliveries.note(pipe, job_id, queue)
             publish_after = self._enqueue(pipe, enqueue)
@@ -228,7 +243,7 @@ class JobStore:
 
     def lost(self, queue: str, grace_s: float) -> list[str]:
         """Queued jobs whose message to `queue` was taken by a worker and lost (see `DeliveryNotes.lost`)."""
-        return self.deliveries.lost(queue, grace_s, self._key("{}"))
+        return self.deliveries.lost(queue, grace_s, self._key)
 
     def get(self, job_id: str) -> JobRecord | None:
         return _parse(self.redis.hgetall(self._key(job_id)))
@@ -260,13 +275,10 @@ class JobStore:
     def claim(self, job_id: str, queue: str, **fields: Any) -> JobRecord | None:
         """Mark an unfinished job running (`fields`) and count the delivery, taken from `queue`; the record,
         finished or not."""
-        deliveries = self.deliveries
-        return _record(
-            self._claim(
-                keys=[self._key(job_id), deliveries.undelivered_key(queue), deliveries.newest_claimed_key()],
-                args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)],
-            )
-        )
+        keys = [self._key(job_id)]
+        if self.settings.broker_is_store:  # the delivery notes (shared/deliveries.py)
+            keys += [self.deliveries.undelivered_key(queue), self.deliveries.newest_claimed_key()]
+        return _record(self._claim(keys=keys, args=[self.settings.job_ttl_seconds, job_id, queue, *_pairs(fields)]))
 
     def finish(
         self,
@@ -289,7 +301,7 @@ class JobStore:
         ttl = ttl or self.settings.job_ttl_seconds
         keys, args = [self._key(job_id), self._done_key(job_id)], [ttl, len(pairs), int(record is not None), *pairs]
         if counted is not None:
-            metric_keys, metric_args = recording(self.settings, counted)
+            metric_keys, metric_args = recording(self.keys, counted, shard=self.keys.shard_of(job_id))
             keys, args = keys + metric_keys, args + metric_args
         was = self._finish(keys=keys, args=args)
         return JobStatus(json.loads(was)) if was else None
@@ -307,9 +319,37 @@ class JobStore:
             error=reason,
         )
 
-    def chunk_done(self, job_id: str, total: int, share: float = 0.9) -> int:
-        """Count one finished chunk; returns how many are done (-1 if the job is finished or gone)."""
-        return int(self._chunk_done(keys=[self._key(job_id)], args=[total, share]))
+    def chunk_done(
+        self,
+        run_id: str,
+        job_id: str | None,
+        index: int,
+        total: int,
+        result: str,
+        reduce: Enqueue,
+        share: float = 0.9,
+    ) -> int:
+        """Keep chunk `index`'s map `result` for the map/reduce `run_id` and count it in the progress of its job,
+        if it has one; the number of chunks kept (-1 if the job has finished or gone). The call that keeps the last
+        chunk publishes `reduce` (written down in the outbox first, in the same step). `reduce` must carry `run_id`
+        as its task id: its outbox entry is in the run's shard."""
+        keys = [self.keys.job(run_id, "chunks"), self.outbox.key(reduce.message)]
+        if job_id:
+            keys.append(self._key(job_id))
+        ttl = self.settings.job_ttl_seconds
+        args = [index, result, total, share, ttl, reduce.message.model_dump_json(), time.time()]
+        done, completed = self._chunk_done(keys=keys, args=args)
+        if completed:
+            self.publish(reduce)
+        return int(done)
+
+    def chunk_results(self, run_id: str) -> list[str]:
+        """The map results kept for the run, in chunk order."""
+        kept = self.redis.hgetall(self.keys.job(run_id, "chunks"))
+        return [kept[index] for index in sorted(kept, key=int)]
+
+    def drop_chunk_results(self, run_id: str) -> None:
+        self.redis.delete(self.keys.job(run_id, "chunks"))
 
     def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """Block until the job is terminal or the timeout passes; return the record as it then is.

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
 
+from shared.keyspace import Keyspace
 from shared.pricing import Percent, Usd, saved_pct
 from shared.settings import Settings
-from shared.store import key, script
+from shared.store import script
 
 log = logging.getLogger(__name__)
 
@@ -83,31 +85,40 @@ end
 _RECORD = RECORD_FUNCTION + "return record_outcome(KEYS, ARGV)"
 
 
-def bucket_key(settings: Settings, minute: int, tenant: str | None = None) -> str:
-    """A minute's bucket: every tenant's, or (with `tenant`) one tenant's."""
-    return key(settings, "metrics", str(minute)) if tenant is None else key(settings, "metrics", tenant, str(minute))
+def bucket_key(keys: Keyspace, shard: int, minute: int, tenant: str | None = None) -> str:
+    """A minute's bucket in one shard (shared/keyspace.py): every tenant's, or (with `tenant`) one tenant's."""
+    scope = ("t", tenant) if tenant is not None else ()
+    return keys.sharded(shard, "metrics", *scope, str(minute))
 
 
-def hour_key(settings: Settings, hour: int, tenant: str | None = None) -> str:
-    return (
-        key(settings, "metrics", "h", str(hour)) if tenant is None else key(settings, "metrics", tenant, "h", str(hour))
-    )
+def hour_key(keys: Keyspace, shard: int, hour: int, tenant: str | None = None) -> str:
+    scope = ("t", tenant) if tenant is not None else ()
+    return keys.sharded(shard, "metrics", *scope, "h", str(hour))
 
 
-def totals_key(settings: Settings) -> str:
-    return key(settings, "metrics", "total")
+def totals_key(keys: Keyspace, shard: int) -> str:
+    return keys.sharded(shard, "metrics", "total")
+
+
+def read_totals(settings: Settings, client: redis.Redis) -> dict[str, float]:
+    """The all-time counters (for Prometheus), every shard's merged."""
+    keys = Keyspace.of(settings, client)
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.hgetall(totals_key(keys, shard))
+        return merge_buckets(pipe.execute())
 
 
 class MetricsRecorder:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
-        self.settings = settings
+        self.keys = Keyspace.of(settings, client)
         self.redis = client
         self._record = script(client, _RECORD)
 
     def record(self, outcome: RequestOutcome, at: float | None = None) -> bool:
         """Count one request that no job's finish counts (a rejected one); False if Redis refused (the request
         never fails for it)."""
-        keys, args = recording(self.settings, outcome, at)
+        keys, args = recording(self.keys, outcome, self.keys.shard_of(outcome.job_id or uuid.uuid4().hex), at)
         try:
             return bool(self._record(keys=keys, args=args))
         except redis.RedisError as error:
@@ -115,13 +126,17 @@ class MetricsRecorder:
             return False
 
 
-def recording(settings: Settings, outcome: RequestOutcome, at: float | None = None) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in the minute of `at` (default now)."""
+def recording(
+    keys: Keyspace, outcome: RequestOutcome, shard: int, at: float | None = None
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of `RECORD_FUNCTION` that count `outcome` in `shard`'s buckets for the minute of `at`
+    (default now). A job is counted in its own shard, so that its finish counts it in the same step."""
     minute = int((at if at is not None else time.time()) // 60)
-    keys = [bucket_key(settings, minute), hour_key(settings, minute // 60), totals_key(settings)]
+    names = [bucket_key(keys, shard, minute), hour_key(keys, shard, minute // 60), totals_key(keys, shard)]
     if outcome.tenant is not None:
-        keys += [bucket_key(settings, minute, outcome.tenant), hour_key(settings, minute // 60, outcome.tenant)]
-    return keys, [RETENTION_SECONDS, *_increments(outcome)]
+        tenant = outcome.tenant
+        names += [bucket_key(keys, shard, minute, tenant), hour_key(keys, shard, minute // 60, tenant)]
+    return names, [RETENTION_SECONDS, *_increments(outcome)]
 
 
 def _increments(outcome: RequestOutcome) -> list[str | int | float]:
@@ -227,27 +242,30 @@ def read_metrics(
     settings: Settings, client: redis.Redis, period: str, now: float | None = None, tenant: str | None = None
 ) -> MetricsReport:
     """Merge the minute buckets of `period`, from the current minute back to the period's start, in one pipeline:
-    every tenant's, or one tenant's."""
+    every tenant's, or one tenant's, of every shard."""
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
     minutes = PERIODS[period]
     current = int((now if now is not None else time.time()) // 60)
+    keys = Keyspace.of(settings, client)
     with client.pipeline(transaction=False) as pipe:
-        for name in window_keys(settings, current - minutes, current, tenant):
-            pipe.hgetall(name)
+        for shard in range(keys.shards):
+            for name in window_keys(keys, shard, current - minutes, current, tenant):
+                pipe.hgetall(name)
         merged = merge_buckets(pipe.execute())
     return report(period, merged, minutes)
 
 
-def window_keys(settings: Settings, first: int, last: int, tenant: str | None = None) -> list[str]:
-    """Bucket keys covering minutes [first, last]: whole hours as hour buckets, the ragged edges as minutes."""
+def window_keys(keys: Keyspace, shard: int, first: int, last: int, tenant: str | None = None) -> list[str]:
+    """A shard's bucket keys covering minutes [first, last]: whole hours as hour buckets, the ragged edges as
+    minutes."""
     names, minute = [], first
     while minute <= last:
         if minute % 60 == 0 and minute + 59 <= last:
-            names.append(hour_key(settings, minute // 60, tenant))
+            names.append(hour_key(keys, shard, minute // 60, tenant))
             minute += 60
         else:
-            names.append(bucket_key(settings, minute, tenant))
+            names.append(bucket_key(keys, shard, minute, tenant))
             minute += 1
     return names
 

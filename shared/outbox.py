@@ -16,8 +16,7 @@ from typing import Any, Protocol
 import redis
 from pydantic import BaseModel
 
-from shared.settings import Settings
-from shared.store import key
+from shared.keyspace import Keyspace
 
 #: Entries read per sweep.
 SWEEP_BATCH = 500
@@ -45,17 +44,27 @@ class Enqueue(Protocol):
 
 
 class Outbox:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    """One sorted set per shard (shared/keyspace.py): a message's entry is in its job's shard, written in the same
+    transaction as the job's record."""
+
+    def __init__(self, keys: Keyspace, client: redis.Redis) -> None:
+        self.keys = keys
         self.redis = client
-        self.key = key(settings, "outbox")
+
+    def key(self, message: TaskMessage) -> str:
+        return self.keys.sharded(self.keys.shard_of(message.task_id), "outbox")
 
     def add(self, pipe: redis.client.Pipeline, message: TaskMessage) -> None:
-        pipe.zadd(self.key, {message.model_dump_json(): time.time()})
+        pipe.zadd(self.key(message), {message.model_dump_json(): time.time()})
 
     def sent(self, message: TaskMessage) -> None:
-        self.redis.zrem(self.key, message.model_dump_json())
+        self.redis.zrem(self.key(message), message.model_dump_json())
 
     def due(self, older_than_s: float) -> list[TaskMessage]:
-        """Messages written down at least `older_than_s` ago and not yet sent, oldest first."""
-        entries = self.redis.zrangebyscore(self.key, "-inf", time.time() - older_than_s, start=0, num=SWEEP_BATCH)
-        return [TaskMessage.model_validate_json(entry) for entry in entries]
+        """Messages written down at least `older_than_s` ago and not yet sent, oldest first in each shard."""
+        cutoff = time.time() - older_than_s
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in self.keys.every_shard("outbox"):
+                pipe.zrangebyscore(name, "-inf", cutoff, start=0, num=SWEEP_BATCH)
+            shards = pipe.execute()
+        return [TaskMessage.model_validate_json(entry) for entries in shards for entry in entries]

@@ -1,4 +1,8 @@
-"""The Redis connection every component shares: one pool per URL per process, keys under one prefix."""
+"""The Redis connection every component shares: one pool per URL per process, keys under one prefix.
+
+The URL may name one server or any node of a Redis Cluster: the first connection asks the server (`INFO cluster`)
+and a cluster gets a cluster client, which sends each command to the node owning its keys (shared/keyspace.py).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,11 @@ MAX_CONNECTIONS = 1024
 
 
 @functools.lru_cache(maxsize=8)
-def _client(url: str, decode: bool) -> redis.Redis:
+def _client(url: str, decode: bool) -> redis.Redis | redis.RedisCluster:
+    if is_cluster(url):
+        return redis.RedisCluster.from_url(
+            url, decode_responses=decode, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2
+        )
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -32,12 +40,27 @@ def _client(url: str, decode: bool) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def redis_client(settings: Settings, decode: bool = True) -> redis.Redis:
+@functools.lru_cache(maxsize=8)
+def is_cluster(url: str) -> bool:
+    """Whether `url` names a node of a Redis Cluster. A server that cannot be reached is asked again next time."""
+    with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as probe:
+        try:
+            return bool(probe.info("cluster").get("cluster_enabled"))
+        except redis.ConnectionError as error:
+            raise StoreUnavailable(f"Redis at {shown_url(url)} cannot be reached: {error}") from error
+
+
+def redis_client(settings: Settings, decode: bool = True) -> redis.Redis | redis.RedisCluster:
     """The process's client for the configured Redis; `decode=False` returns bytes (document contents)."""
     if not settings.redis_url:
         raise StoreUnavailable(
             "no Redis configured: set ORCH_REDIS_URL, or start through `orchestrator serve` / `orchestrator run`, "
             "which start the embedded server"
+        )
+    if settings.broker_is_store and is_cluster(settings.redis_url):
+        raise StoreUnavailable(
+            f"{shown_url(settings.redis_url)} is a node of a Redis Cluster, which can hold the orchestrator's state "
+            "but not its task queues: set ORCH_BROKER_URL to a RabbitMQ server (amqp://...)"
         )
     return _client(settings.redis_url, decode)
 

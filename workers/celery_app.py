@@ -1,4 +1,4 @@
-"""The Celery app: queues per complexity tier plus `preprocess`, JSON only, late acks, expiring results."""
+"""The Celery app: queues per complexity tier plus `preprocess`, JSON only, late acks, no result backend."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ PREPROCESS_QUEUE = "preprocess"
 ALL_QUEUES = (*LLM_QUEUES, PREPROCESS_QUEUE)
 EXECUTE_TASK = "orchestrator.execute"
 PREPROCESS_TASK = "orchestrator.preprocess"
+REDUCE_TASK = "orchestrator.preprocess.reduce"
 
 
 def queue_for(tier: Tier | str) -> str:
@@ -136,9 +137,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.redis_url if settings.broker_is_store else settings.broker_url,
         # kombu's Redis transport with one client per channel (workers/transport.py); else the URL's own
         "broker_transport": STORE_TRANSPORT if settings.broker_is_store else None,
-        "result_backend": settings.redis_url,
+        # No result backend: a job's state is its record, and a document's map results are kept beside it.
+        "task_ignore_result": True,
         "task_serializer": "json",
-        "result_serializer": "json",
         "accept_content": ["json"],
         # Each queue with its own exchange and routing key: a bare `Queue(name)` is bound to the default queue's, and
         # RabbitMQ would route every tier's messages by that one key.
@@ -147,12 +148,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_publish_retry_policy": PUBLISH_RETRIES,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "result_expires": settings.job_ttl_seconds,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {
-            "visibility_timeout": visibility,
-            "global_keyprefix": settings.redis_prefix,
-        },
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
         "worker_consumer": "workers.events:BatchedEventsConsumer",

@@ -20,7 +20,6 @@ does nothing (`JobStore.claim` never re-runs a finished job).
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -97,8 +96,7 @@ class InProcessWorker:
             queues=list(self.queues),
         )
         # Unlike `celery.contrib.testing.worker.start_worker`, task_join_will_block stays as the pool set it (True,
-        # as in any worker): a task sent by a task does not subscribe this process to its result on the way (a
-        # chord's group still does: see `_forget_result_subscriptions`).
+        # as in any worker): a task sent by a task does not subscribe this process to its result on the way.
         self._thread = threading.Thread(target=self.controller.start, name="embedded-worker", daemon=True)
         self._thread.start()
         if not self.controller.ready.wait(timeout):
@@ -168,26 +166,7 @@ class InProcessWorker:
                 state.should_terminate = None
         if self._lease is not None:
             self._lease.stop()
-        _forget_result_subscriptions()
         return stopped
-
-
-def _forget_result_subscriptions() -> None:
-    """Forget what this process's result consumers subscribed to.
-
-    A document's chunks are a chord: its group subscribes the result consumer of the thread that sends it (each
-    thread has a backend of its own) to every chunk's result, and the result objects, kept until the interpreter
-    ends, unsubscribe when they are freed. With the server gone by then, each retries for 20 s ("Connection to Redis
-    lost") and the process does not end. Nothing in this process waits for those results (the chord's own callback
-    does, in Redis), so the subscriptions are simply forgotten: an unsubscribe for a channel not subscribed to is a
-    no-op. The consumers are found among the live objects, since per-thread backends cannot be reached otherwise."""
-    from celery.backends.redis import ResultConsumer
-
-    for consumer in [item for item in gc.get_objects() if isinstance(item, ResultConsumer)]:
-        for name in ("subscribed_to", "_pending_unsubscribe"):
-            keys = getattr(consumer, name, None)
-            if isinstance(keys, set):
-                keys.clear()
 
 
 @contextmanager

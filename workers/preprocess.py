@@ -1,18 +1,20 @@
 """Document preprocessing on the `preprocess` queue: chunk, map the chunks in parallel, reduce to the budget.
 
-`preprocess` chunks the stored document and fans out one `map_chunk` per chunk as a Celery chord; every worker
-listening on `preprocess` takes chunks. Each map task reads only its chunk's bytes from Redis and returns a few
-KB (passage statistics, and a summary when the strategy uses an LLM). `reduce_chunks` builds the compressed text,
-caches it under (document, strategy, query, budget), and hands the job on to its `llm.<tier>` queue. A repeated
-query on the same document finds the cache in `preprocess` and skips all chunk work.
+`preprocess` chunks the stored document and sends one `map_chunk` per chunk; every worker listening on `preprocess`
+takes chunks. Each map task reads only its chunk's bytes from Redis and keeps a few KB beside the job's record
+(passage statistics, and a summary when the strategy uses an LLM); the one that keeps the last chunk's sends
+`reduce_chunks` (`JobStore.chunk_done`: no chord, so no result backend and no counter outside the job's slot).
+`reduce_chunks` builds the compressed text, caches it under (document, strategy, query, budget), and hands the job
+on to its `llm.<tier>` queue. A repeated query on the same document finds the cache in `preprocess` and skips all
+chunk work.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from celery import chord
 from celery.utils.log import get_task_logger
 
 from shared.accounting import usage_of
@@ -22,7 +24,16 @@ from shared.execution import ChainExhausted
 from shared.extractive import chunk_stats, query_terms
 from shared.jobs import JobStatus
 from shared.tokens import count_tokens
-from workers.celery_app import EXECUTE_TASK, PREPROCESS_QUEUE, PREPROCESS_TASK, app, queue_for, task_message
+from workers.celery_app import (
+    EXECUTE_TASK,
+    PREPROCESS_QUEUE,
+    PREPROCESS_TASK,
+    REDUCE_TASK,
+    CeleryMessage,
+    app,
+    queue_for,
+    task_message,
+)
 from workers.runtime import services
 from workers.tasks import finish_job
 
@@ -52,23 +63,25 @@ def preprocess(context: dict[str, Any]) -> dict[str, Any]:
     if work.job_id:
         runtime.jobs.update(work.job_id, chunks_total=len(chunks), stage=f"preprocessing 0/{len(chunks)} chunks")
     owned_ends = [chunk.start_byte for chunk in chunks[1:]] + [chunks[-1].end_byte]
-    header = [
-        map_chunk.s(context, chunk.index, len(chunks), chunk.start_byte, owned_end, chunk.end_byte).set(
-            queue=PREPROCESS_QUEUE
+    for chunk, owned_end in zip(chunks, owned_ends, strict=True):
+        map_chunk.apply_async(
+            (context, chunk.index, len(chunks), chunk.start_byte, owned_end, chunk.end_byte), queue=PREPROCESS_QUEUE
         )
-        for chunk, owned_end in zip(chunks, owned_ends, strict=True)
-    ]
-    chord(header)(reduce_chunks.s(context).set(queue=PREPROCESS_QUEUE))
     return {"status": "started", "chunks": len(chunks)}
 
 
-@app.task(name="orchestrator.preprocess.map", bind=True)
+def _reduce_message(work: Preprocessing, context: dict[str, Any]) -> CeleryMessage:
+    return task_message(app, REDUCE_TASK, [context], PREPROCESS_QUEUE, work.run_id)
+
+
+@app.task(name="orchestrator.preprocess.map", bind=True, ignore_result=True)
 def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int, owned_end: int, end: int) -> dict:
-    """Statistics of the bytes this chunk owns [start, owned_end); a summary of all of it [start, end) if asked."""
+    """Statistics of the bytes this chunk owns [start, owned_end); a summary of all of it [start, end) if asked.
+    Kept beside the job's record; the task that keeps the last chunk's sends the reduce step."""
     work = Preprocessing.model_validate(context)
     runtime = services()
     if work.job_id and runtime.jobs.status(work.job_id) == JobStatus.cancelled:
-        return {"stats": None, "summary": None, "cost_usd": 0.0, "worker": self.request.hostname}
+        return {"status": "cancelled"}
     owned = runtime.documents.read(work.document_id, start, owned_end)
     stats = chunk_stats(index, owned, start, query_terms(work.query))
     summary, cost = None, 0.0
@@ -82,19 +95,22 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
             cost = 0.0 if served.cache_hit else runtime.settings.catalog.cost(served.model, usage_of(served.completion))
         except ChainExhausted as error:
             log.warning("chunk %d/%d of %s not summarised: %s", index + 1, total, work.document_id, error)
-    if work.job_id:
-        runtime.jobs.chunk_done(work.job_id, total)
-    return {"stats": stats.model_dump(), "summary": summary, "cost_usd": cost, "worker": self.request.hostname}
+    result = {"stats": stats.model_dump(), "summary": summary, "cost_usd": cost, "worker": self.request.hostname}
+    done = runtime.jobs.chunk_done(
+        work.run_id, work.job_id, index, total, json.dumps(result), _reduce_message(work, context)
+    )
+    return {"status": "cancelled" if done < 0 else "done", "chunks_done": done}
 
 
-@app.task(name="orchestrator.preprocess.reduce")
-def reduce_chunks(results: list[dict], context: dict[str, Any]) -> dict[str, Any]:
+@app.task(name=REDUCE_TASK, ignore_result=True)
+def reduce_chunks(context: dict[str, Any]) -> dict[str, Any]:
     from shared.extractive import ChunkStats
 
     work = Preprocessing.model_validate(context)
     runtime = services()
-    if any(result["stats"] is None for result in results):
-        return {"status": "cancelled"}
+    results = [json.loads(raw) for raw in runtime.jobs.chunk_results(work.run_id)]
+    if not results:
+        return {"status": "skipped"}  # reduced already (a redelivery), or the job was cancelled
     stats = [ChunkStats.model_validate(result["stats"]) for result in results]
     summaries = {s.chunk: r["summary"] for s, r in zip(stats, results, strict=True) if r["summary"] is not None}
     cost = sum(result["cost_usd"] for result in results)
@@ -126,6 +142,7 @@ def reduce_chunks(results: list[dict], context: dict[str, Any]) -> dict[str, Any
     )
     runtime.summaries.put(work.cache_key, compressed)
     _continue(work, compressed, cache_hit=False, workers=sorted({result["worker"] for result in results}))
+    runtime.jobs.drop_chunk_results(work.run_id)
     return {"status": "done", "tokens": tokens, "chunks": len(stats), "cache_key": work.cache_key}
 
 

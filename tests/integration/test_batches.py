@@ -121,7 +121,7 @@ def test_an_interrupted_cli_batch_resumes_without_redoing_finished_items(
     assert sorted(row["key"] for row in rows) == sorted(f"line {i}" for i in range(1, 25))
     assert all(row["status"] == "succeeded" for row in rows)
     assert f"skipped {finished_before}" in second.stdout
-    jobs = [k for k in redis.Redis.from_url(redis_env).keys("orch:job:*") if k.count(b":") == 2]
+    jobs = [k for k in redis.Redis.from_url(redis_env).keys("orch:job:*") if k.count(b":") == 3]
     assert len(jobs) == 24  # every item submitted exactly once across both runs
     assert not output.with_name("out.jsonl.pending").exists()
 

@@ -54,7 +54,7 @@ def test_every_job_succeeds_once_through_a_killed_worker_and_a_flaky_provider(
 
     # each job exactly once in the metrics, however often it ran
     client = redis.Redis.from_url(redis_env, decode_responses=True)
-    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:[0-9]*")]
+    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:{*}:[0-9]*")]
     assert sum(int(b.get("requests", 0)) for b in buckets) == JOBS
     assert sum(int(b.get("successes", 0)) for b in buckets) == JOBS
     served = sum(int(b.get(f"model:{m}", 0)) for b in buckets for m in ("gemini-2.0-flash", "gpt-4.1-nano"))

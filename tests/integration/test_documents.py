@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import standard_library_source
+from shared.documents import DocumentStore
 from shared.job_store import JobStore
 from shared.metrics import read_metrics
 from shared.settings import get_settings
-from shared.store import key
 from shared.tokens import count_tokens
 from tests.integration.conftest import poll
 from tests.wire.servers import Fail
@@ -146,12 +146,13 @@ def test_a_document_that_expires_before_preprocessing_fails_its_job_wakes_waiter
     assert job["queue"] == "preprocess"
     settings = get_settings()
     store = JobStore(settings)
-    store.redis.delete(key(settings, "doc", document["id"]), key(settings, "doc", document["id"], "meta"))
+    documents = DocumentStore(settings)
+    store.redis.delete(documents._key(document["id"]), documents._meta_key(document["id"]))
     start_worker(queues="preprocess", concurrency=1, pool="solo")
     record = store.wait(job["id"], 60)
     assert record.status == "failed" and record.stage == "failed"
     assert "expired before it could be preprocessed" in record.error
-    assert store.redis.llen(key(settings, "job", job["id"], "done")) == 1  # the waiters' wake-up token
+    assert store.redis.llen(store.keys.job(job["id"], "done")) == 1  # the waiters' wake-up token
     report = read_metrics(settings, store.redis, "1m")
     assert (report.total_requests, report.failed_requests) == (1, 1)
 

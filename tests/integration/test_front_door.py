@@ -31,7 +31,7 @@ def _settled(keys, api_key, expected: float) -> float:
 
 
 def _jobs(redis_url: str) -> list[bytes]:
-    return [k for k in redis.Redis.from_url(redis_url).keys("orch:job:*") if k.count(b":") == 2]
+    return [k for k in redis.Redis.from_url(redis_url).keys("orch:job:*") if k.count(b":") == 3]
 
 
 def test_a_blank_request_is_refused_before_it_is_queued(api, redis_env):

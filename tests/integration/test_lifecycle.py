@@ -169,8 +169,8 @@ def job_records(data_dir: Path) -> dict[str, dict]:
         store = JobStore(settings, redis.Redis.from_url(server.url, decode_responses=True))
         records = {}
         for name in store.redis.scan_iter("orch:job:*"):
-            if name.count(":") == 2:
-                records[name.split(":")[2]] = store.get(name.split(":")[2]).model_dump(mode="json")
+            if name.count(":") == 3:
+                records[name.split(":")[3]] = store.get(name.split(":")[3]).model_dump(mode="json")
         return records
     finally:
         assert server.close()

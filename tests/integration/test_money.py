@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from shared.auth import worst_case_cost
 from shared.job_store import JobStore
@@ -95,15 +94,13 @@ def test_a_job_whose_record_cannot_be_read_fails_with_the_reason_and_releases_it
     with client(secret) as c:
         job = c.post("/v1/jobs", json={"request": QUESTION}).json()["id"]
         # a record the worker cannot load, as one written by an incompatible release or damaged in the store
-        redis.Redis.from_url(settings.redis_url).hset(f"{settings.redis_prefix}job:{job}", "plan", '{"model": 5}')
+        JobStore(settings).redis.hset(JobStore(settings).keys.job(job), "plan", '{"model": 5}')
         assert keys.spent(api_key) > 0
         start_worker()
         deadline = time.monotonic() + 20
         while JobStore(settings).status(job) != JobStatus.failed and time.monotonic() < deadline:
             time.sleep(0.1)
-        error = redis.Redis.from_url(settings.redis_url, decode_responses=True).hget(
-            f"{settings.redis_prefix}job:{job}", "error"
-        )
+        error = JobStore(settings).redis.hget(JobStore(settings).keys.job(job), "error")
         unreadable = c.get(f"/v1/jobs/{job}")
     assert JobStore(settings).status(job) == JobStatus.failed
     assert unreadable.status_code == 404  # never a 500

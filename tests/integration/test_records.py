@@ -68,7 +68,7 @@ def test_a_finished_record_is_three_fields_and_reads_back_as_finished(store):
     fields = finishing(record)
     assert store.finish(record.id, record=record, **fields) == JobStatus.running
 
-    raw = store.redis.hgetall(f"{store.settings.redis_prefix}job:{record.id}")
+    raw = store.redis.hgetall(store.keys.job(record.id))
     assert set(raw) == {"status", "deliveries", "z"}
     read = store.get(record.id)
     finished = record.model_copy(update=fields)
@@ -94,10 +94,10 @@ def test_a_finished_record_costs_under_a_kilobyte_beside_its_text(store):
     record = running(store)
     fields = finishing(record)
     store.finish(record.id, record=record, **fields)
-    used = store.redis.memory_usage(f"{store.settings.redis_prefix}job:{record.id}", samples=0)
+    used = store.redis.memory_usage(store.keys.job(record.id), samples=0)
     assert used - len(QUESTION) - len(fields["result"]) <= 1024
     open_record = running(store)
-    assert store.redis.memory_usage(f"{store.settings.redis_prefix}job:{open_record.id}", samples=0) > 2 * used
+    assert store.redis.memory_usage(store.keys.job(open_record.id), samples=0) > 2 * used
 
 
 def test_a_record_finished_without_its_copy_keeps_its_fields(store):
@@ -105,7 +105,7 @@ def test_a_record_finished_without_its_copy_keeps_its_fields(store):
     record = running(store)
     assert store.finish(record.id, status=JobStatus.failed, error="unreadable") == JobStatus.running
     assert store.get(record.id).error == "unreadable"
-    assert "plan" in store.redis.hgetall(f"{store.settings.redis_prefix}job:{record.id}")
+    assert "plan" in store.redis.hgetall(store.keys.job(record.id))
 
 
 @pytest.mark.distributed
@@ -119,7 +119,7 @@ def test_jobs_answered_through_the_api_and_workers_are_stored_compact(api, start
     polled = poll(api, api.post("/v1/jobs", json=body).json()["id"])
     assert (cancelled["status"], answered["status"], polled["status"]) == ("cancelled", "succeeded", "succeeded")
     for job in (cancelled, answered, polled):
-        assert set(client.hgetall(f"{get_settings().redis_prefix}job:{job['id']}")) == {"status", "deliveries", "z"}
+        assert set(client.hgetall(JobStore(get_settings()).keys.job(job["id"]))) == {"status", "deliveries", "z"}
     again = api.get(f"/v1/jobs/{polled['id']}").json()
     assert again["result"] == polled["result"] and again["usage"] == polled["usage"]
     assert again["plan"]["model"] == polled["plan"]["model"] and again["analysis"]["features"] == {}

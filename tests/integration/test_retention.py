@@ -4,8 +4,8 @@ metrics keep both's figures."""
 from __future__ import annotations
 
 import pytest
-import redis
 
+from shared.job_store import JobStore
 from shared.settings import get_settings
 from tests.integration.conftest import poll
 
@@ -15,9 +15,8 @@ HOUR, WEEK = 3600, 7 * 86_400
 
 @pytest.fixture
 def ttl_of(redis_env):
-    client = redis.Redis.from_url(redis_env)
-    prefix = get_settings().redis_prefix
-    return lambda job_id: client.ttl(f"{prefix}job:{job_id}")
+    store = JobStore(get_settings())
+    return lambda job_id: store.redis.ttl(store.keys.job(job_id))
 
 
 def test_synchronous_records_are_kept_an_hour_async_jobs_a_week(api, start_worker, ttl_of):

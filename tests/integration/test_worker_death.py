@@ -95,7 +95,7 @@ def test_the_jobs_of_a_killed_worker_finish_once_on_another_worker_within_90_s(
     assert len(google.requests) == 2 * jobs
 
     # counted once each in the metrics, and nothing left unacknowledged
-    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:[0-9]*")]
+    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:{*}:[0-9]*")]
     assert sum(int(b.get("requests", 0)) for b in buckets) == jobs
     assert sum(int(b.get("successes", 0)) for b in buckets) == jobs
     assert sum(int(b.get(f"model:{MODEL}", 0)) for b in buckets) == jobs
@@ -132,5 +132,5 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_redelivered_while_its_w
     assert len(record["attempts"]) == 1
     assert len(google.requests) == 1
     assert all(worker.process.poll() is None for worker in workers)
-    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:[0-9]*")]
+    buckets = [client.hgetall(k) for k in client.scan_iter("orch:metrics:{*}:[0-9]*")]
     assert sum(int(b.get("requests", 0)) for b in buckets) == 1
