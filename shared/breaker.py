@@ -48,6 +48,14 @@ class BreakerState(BaseModel):
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
+# KEYS: open hash, then any counts hashes. The server's clock (seconds, microseconds) and each hash, read together
+# (a cluster refuses TIME in a pipeline: it names no key, so no node).
+_READ = """
+local found = {redis.call('TIME')}
+for _, name in ipairs(KEYS) do table.insert(found, redis.call('HGETALL', name)) end
+return found
+"""
+
 # KEYS: open hash, probe lock. ARGV: model, probe lock ms.
 _ACQUIRE = (
     _NOW
@@ -140,6 +148,7 @@ class CircuitBreakers:
         self.redis = client
         self.keys = Keyspace.of(settings, client)  # every breaker's keys in one slot: the scripts touch several
         self._open = self.keys.tagged("breaker", "breakers", "open")
+        self._read = script(client, _READ)
         self._acquire = script(client, _ACQUIRE)
         self._failure = script(client, _FAILURE)
         self._success = script(client, _SUCCESS)
@@ -167,15 +176,17 @@ class CircuitBreakers:
         """Open or half-open models with the server time they reopen at, from a snapshot at most a second old."""
         snapshot = self._snapshot
         if snapshot is None or time.monotonic() - snapshot.read_at > SNAPSHOT_SECONDS:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self._open)
-                pipe.time()
-                opened, (seconds, micros) = pipe.execute()
+            (seconds, micros), opened = self._read_together([self._open])
             snapshot = _Snapshot(
                 time.monotonic(), seconds + micros / 1e6, {model: float(reopen) for model, reopen in opened.items()}
             )
             self._snapshot = snapshot
         return snapshot.reopen_at
+
+    def _read_together(self, names: list[str]) -> list:
+        """The server's (seconds, microseconds), then each hash of `names` as a dict, in one step."""
+        clock, *hashes = self._read(keys=names)
+        return [tuple(int(part) for part in clock)] + [dict(zip(h[::2], h[1::2], strict=True)) for h in hashes]
 
     def failure(self, model: str) -> str:
         """Count a failure; returns `opened`/`reopened` when this failure opened the breaker."""
@@ -226,12 +237,7 @@ class CircuitBreakers:
 
     def states(self) -> list[BreakerState]:
         models = list(self.settings.models)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._open)
-            pipe.time()
-            for model in models:
-                pipe.hgetall(self._counts(model))
-            opened, (seconds, micros), *counts = pipe.execute()
+        (seconds, micros), opened, *counts = self._read_together([self._open, *map(self._counts, models)])
         now = seconds + micros / 1e6
         states = []
         slice_seconds = self.policy.breaker_window_seconds / 6

@@ -42,12 +42,10 @@ def _client(url: str, decode: bool) -> redis.Redis | redis.RedisCluster:
 
 @functools.lru_cache(maxsize=8)
 def is_cluster(url: str) -> bool:
-    """Whether `url` names a node of a Redis Cluster. A server that cannot be reached is asked again next time."""
+    """Whether `url` names a node of a Redis Cluster. A server that cannot be reached raises redis's
+    `ConnectionError`, as the first command would, and is asked again next time."""
     with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as probe:
-        try:
-            return bool(probe.info("cluster").get("cluster_enabled"))
-        except redis.ConnectionError as error:
-            raise StoreUnavailable(f"Redis at {shown_url(url)} cannot be reached: {error}") from error
+        return bool(probe.info("cluster").get("cluster_enabled"))
 
 
 def redis_client(settings: Settings, decode: bool = True) -> redis.Redis | redis.RedisCluster:

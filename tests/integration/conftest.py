@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 import uvicorn
 
 from shared.auth import KeyStore
 from shared.settings import get_settings
+from shared.store import redis_client
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def secured(redis_env, provider_env, monkeypatch):
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    keys = KeyStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
+    keys = KeyStore(settings, redis_client(settings))
     base = f"http://127.0.0.1:{port}"
     yield (
         settings,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from shared.job_store import JobStore
 from shared.jobs import Attempt, JobInput, JobRecord, JobStatus, Usage, new_job_id
 from shared.planning import Planner
 from shared.requests import JobRequest
 from shared.settings import get_settings
+from shared.store import redis_client
 from tests.integration.conftest import poll
 
 QUESTION = "Translate 'the road to Lyon' into French"
@@ -22,7 +22,7 @@ RECOMPUTED = {"analysis": {"intent_scores": True, "features": True, "decision": 
 @pytest.fixture
 def store(redis_env):
     settings = get_settings()
-    return JobStore(settings, redis.Redis.from_url(redis_env, decode_responses=True))
+    return JobStore(settings, redis_client(settings))
 
 
 def running(store: JobStore, request: str = QUESTION) -> JobRecord:
@@ -110,7 +110,7 @@ def test_a_record_finished_without_its_copy_keeps_its_fields(store):
 
 @pytest.mark.distributed
 def test_jobs_answered_through_the_api_and_workers_are_stored_compact(api, start_worker, redis_env):
-    client = redis.Redis.from_url(redis_env, decode_responses=True)
+    client = redis_client(get_settings())
     body = {"request": QUESTION, "options": {"cache": False}}
     queued = api.post("/v1/jobs", json=body).json()
     cancelled = api.delete(f"/v1/jobs/{queued['id']}").json()  # before any worker runs

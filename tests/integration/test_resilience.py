@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import redis
 
 from shared.breaker import CircuitBreakers, Gate
 from shared.cache import ResponseCache
@@ -15,6 +14,7 @@ from shared.jobs import JobInput, JobRecord, JobStatus, new_job_id
 from shared.planning import Planner
 from shared.requests import JobRequest
 from shared.settings import get_settings, load_settings
+from shared.store import redis_client
 from tests.wire.servers import Fail, Reply
 
 QUESTION = "What is a noun?"  # simple tier: gemini-2.0-flash, then gpt-4.1-nano
@@ -31,7 +31,7 @@ def settings(redis_env, provider_env, monkeypatch):
 
 @pytest.fixture
 def client(settings):
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return redis_client(settings)
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_failures_outside_the_window_do_not_open_the_breaker(settings, client, m
 
 def test_successes_are_tallied_and_never_close_a_breaker_that_opened_since(settings, client):
     worker_a, worker_b = CircuitBreakers(settings, client), CircuitBreakers(settings, client)
-    counts = f"{settings.redis_prefix}breaker:gpt-4o:counts"
+    counts = worker_a._counts("gpt-4o")
     for _ in range(5):
         worker_a.success("gpt-4o")
     assert not client.exists(counts)  # tallied in the process, no round trip per success
@@ -168,14 +168,7 @@ def test_successes_are_tallied_and_never_close_a_breaker_that_opened_since(setti
     worker_a.success("gpt-4.1-nano")  # a second on: this writes the tally, gpt-4o's five included
     # older successes do not close it (after the 1 s cooldown it is due for a probe, still not closed)
     assert {s.model: s.state for s in worker_b.states()}["gpt-4o"] == "half_open"
-    assert (
-        sum(
-            int(v)
-            for f, v in client.hgetall(f"{settings.redis_prefix}breaker:gpt-4.1-nano:counts").items()
-            if f.startswith("o:")
-        )
-        == 1
-    )
+    assert sum(int(v) for f, v in client.hgetall(worker_a._counts("gpt-4.1-nano")).items() if f.startswith("o:")) == 1
 
 
 def test_a_success_while_the_breaker_is_open_closes_it_at_once(settings, client):

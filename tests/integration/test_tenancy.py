@@ -14,6 +14,8 @@ import redis
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from shared.job_store import JobStore
+from shared.settings import get_settings
 from tests.integration.conftest import poll
 from tests.wire.servers import Reply
 
@@ -231,10 +233,9 @@ def test_a_stream_cut_by_a_cancel_is_not_delivered_and_is_billed_at_the_provider
         time.sleep(0.1)  # the worker settles when the provider's call returns
     assert keys.spent(alpha) == pytest.approx(paid, rel=1e-9) and paid > 0
     assert clients["alpha"].get(f"/v1/jobs/{job}").json()["status"] == "cancelled"
-    store = redis.Redis.from_url(made["redis"])
-    assert store.keys("*cache:t.alpha:*") == []  # the cancelled answer was not cached
-    (stream_key,) = store.keys(f"*job:{job}:stream")
-    assert 0 < store.ttl(stream_key) <= 600  # and its stream expires
+    store = JobStore(get_settings())
+    assert store.redis.keys("*cache:t.alpha:*") == []  # the cancelled answer was not cached
+    assert 0 < store.redis.ttl(store.answers.key(job)) <= 600  # and its stream expires
 
 
 def test_an_mcp_session_answers_only_the_key_that_opened_it(tenants):
