@@ -48,12 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 #: How a Redis Cluster node answers a client that is not cluster-aware, for keys it does not hold or spans of them.
-CLUSTER_REPLIES = (
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.ClusterCrossSlotError,
-    redis.exceptions.ClusterDownError,
-)
+CLUSTER_REPLIES = (redis.exceptions.MovedError, redis.exceptions.AskError)
 #: OpenAI's error `type` for each status it documents.
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 429: "insufficient_quota"}
 
@@ -92,8 +87,8 @@ def install(app: FastAPI) -> None:
     async def store_down(request: Request, error: Exception) -> Response:
         if isinstance(error, CLUSTER_REPLIES):
             unavailable = StoreUnavailable(
-                f"ORCH_REDIS_URL names a node of a Redis Cluster ({error}), which the store does not run on: point it "
-                "at a single Redis or Valkey server (with replicas if need be)"
+                f"the Redis Cluster at ORCH_REDIS_URL sent this process elsewhere ({error}): it was taken for a single "
+                "server, as it could not be reached when the process started; restart the process"
             )
         else:
             unavailable = StoreUnavailable(f"the job store (Redis) is unavailable, retry shortly: {error}")

@@ -13,7 +13,7 @@ import redis
 from redis.commands.core import Script
 
 from shared.errors import StoreUnavailable
-from shared.settings import Settings
+from shared.settings import ConfigError, Settings
 
 __all__ = ["StoreUnavailable", "key", "redis_client", "script", "shown_url"]
 
@@ -24,11 +24,7 @@ MAX_CONNECTIONS = 1024
 
 
 @functools.lru_cache(maxsize=8)
-def _client(url: str, decode: bool) -> redis.Redis | redis.RedisCluster:
-    if is_cluster(url):
-        return redis.RedisCluster.from_url(
-            url, decode_responses=decode, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2
-        )
+def _server_client(url: str, decode: bool) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -41,26 +37,40 @@ def _client(url: str, decode: bool) -> redis.Redis | redis.RedisCluster:
 
 
 @functools.lru_cache(maxsize=8)
+def _cluster_client(url: str, decode: bool) -> redis.RedisCluster:
+    return redis.RedisCluster.from_url(
+        url, decode_responses=decode, max_connections=MAX_CONNECTIONS, socket_connect_timeout=2
+    )
+
+
+@functools.lru_cache(maxsize=8)
 def is_cluster(url: str) -> bool:
-    """Whether `url` names a node of a Redis Cluster. A server that cannot be reached raises redis's
-    `ConnectionError`, as the first command would, and is asked again next time."""
+    """Whether `url` names a node of a Redis Cluster (raises redis's `ConnectionError` if it cannot be reached; the
+    question is then asked again next time)."""
     with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as probe:
         return bool(probe.info("cluster").get("cluster_enabled"))
 
 
 def redis_client(settings: Settings, decode: bool = True) -> redis.Redis | redis.RedisCluster:
-    """The process's client for the configured Redis; `decode=False` returns bytes (document contents)."""
-    if not settings.redis_url:
+    """The process's client for the configured Redis; `decode=False` returns bytes (document contents). A server
+    that cannot be reached yet is taken for a single one: its client connects when first used, and the process
+    starts (its requests answer 503 until the server is back); a cluster must be reachable when processes start."""
+    url = settings.redis_url
+    if not url:
         raise StoreUnavailable(
             "no Redis configured: set ORCH_REDIS_URL, or start through `orchestrator serve` / `orchestrator run`, "
             "which start the embedded server"
         )
-    if settings.broker_is_store and is_cluster(settings.redis_url):
-        raise StoreUnavailable(
-            f"{shown_url(settings.redis_url)} is a node of a Redis Cluster, which can hold the orchestrator's state "
+    try:
+        cluster = is_cluster(url)
+    except redis.ConnectionError:
+        return _server_client(url, decode)
+    if cluster and settings.broker_is_store:
+        raise ConfigError(
+            f"ORCH_REDIS_URL ({shown_url(url)}) is a node of a Redis Cluster, which can hold the orchestrator's state "
             "but not its task queues: set ORCH_BROKER_URL to a RabbitMQ server (amqp://...)"
         )
-    return _client(settings.redis_url, decode)
+    return _cluster_client(url, decode) if cluster else _server_client(url, decode)
 
 
 @functools.lru_cache(maxsize=64)

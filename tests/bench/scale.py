@@ -6,10 +6,12 @@
    wake-up list and answer stream expire within 10 minutes and are not counted), less the request's and the
    answer's text.
 2. Jobs per second and the latency of a job (created to finished, p50 / p99) with 1 and 2 worker processes, in each
-   configuration this machine can run: one Redis as broker and store; RabbitMQ as the broker beside one Redis.
+   configuration this machine can run: one Redis as broker and store; RabbitMQ as the broker beside one Redis;
+   RabbitMQ beside a 3-node Valkey cluster (tests/valkey_cluster.py) as the store.
 
 Run: python tests/bench/scale.py
-Targets: at most 1,024 bytes per synchronous request and 2,048 per async job.
+Targets: at most 1,024 bytes per synchronous request and 2,048 per async job; the cluster at 0.8 of one Redis's jobs
+per second or more.
 """
 
 from __future__ import annotations
@@ -18,15 +20,30 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
 from support import stop
-from throughput import deployment, free_port, job_body, p99, spawn, submit_all, wait_log, wait_successes, worker
+from throughput import (
+    deployment,
+    free_port,
+    job_body,
+    p99,
+    reset_successes,
+    spawn,
+    submit_all,
+    wait_log,
+    wait_successes,
+    worker,
+)
 
 SAMPLES = 200
 JOBS = 1000
@@ -69,7 +86,7 @@ def run_jobs(base: str, client: redis.Redis, env: dict[str, str], workers: int, 
     """Jobs per second through `workers` worker processes, and each job's latency from created to finished."""
     processes = [worker(f"{tag}-w{n}", env, 32) for n in range(workers)]
     try:
-        client.hdel("orch:metrics:total", "successes")
+        reset_successes(client)
         bodies = [job_body(f"{tag}-{i}") for i in range(JOBS)]
         started = time.perf_counter()
         ids = submit_all(base, bodies)
@@ -83,27 +100,36 @@ def run_jobs(base: str, client: redis.Redis, env: dict[str, str], workers: int, 
     return {"jobs_per_s": rate, "p50_ms": statistics.median(latencies), "p99_ms": p99(latencies)}
 
 
-def configurations() -> dict[str, dict[str, str]]:
-    """The deployments this machine can run, as environment overrides."""
-    found = {"one Redis": {}}
+@contextmanager
+def configurations(client: redis.Redis) -> Iterator[dict[str, tuple[dict[str, str], redis.Redis]]]:
+    """The deployments this machine can run: environment overrides, and a client of the store they use."""
+    found: dict[str, tuple[dict[str, str], redis.Redis]] = {"one Redis": ({}, client)}
     amqp = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
     try:
         from kombu import Connection
 
         with Connection(amqp, connect_timeout=2) as connection:
             connection.ensure_connection(max_retries=1)
-        found["RabbitMQ + one Redis"] = {"ORCH_BROKER_URL": amqp}
     except Exception as error:  # noqa: BLE001 - any failure means: not on this machine
-        print(f"RabbitMQ not measured: {error}", file=sys.stderr)
-    return found
+        print(f"RabbitMQ not measured (nor the cluster, which needs it): {error}", file=sys.stderr)
+        yield found
+        return
+    found["RabbitMQ + one Redis"] = ({"ORCH_BROKER_URL": amqp}, client)
+    from tests.valkey_cluster import valkey_cluster
+
+    with ExitStack() as stack:
+        urls = stack.enter_context(valkey_cluster(Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        cluster = stack.enter_context(redis.RedisCluster.from_url(urls[0]))
+        found["RabbitMQ + Valkey cluster"] = ({"ORCH_BROKER_URL": amqp, "ORCH_REDIS_URL": urls[0]}, cluster)
+        yield found
 
 
 def main() -> None:
     results: dict[str, dict[int, dict[str, float]]] = {}
-    with deployment() as (url, client, env, _):
+    with deployment() as (url, single, env, _), configurations(single) as deployments:
         sizes: dict[str, float] = {}
-        for name, overrides in configurations().items():
-            client.flushdb()
+        for name, (overrides, client) in deployments.items():
+            client.flushdb(**({"target_nodes": redis.RedisCluster.PRIMARIES} if client is not single else {}))
             config_env = env | overrides
             port = free_port()
             api = spawn("api", [sys.executable, "-m", "api.cli", "serve", "--port", str(port)], config_env)
@@ -148,9 +174,9 @@ def main() -> None:
             for measure, value in row.items()
         },
     }
-    if "RabbitMQ + one Redis" in results:
-        rabbit = results["RabbitMQ + one Redis"]
-        figures["rabbitmq_vs_single_jobs_per_s"] = round(rabbit[2]["jobs_per_s"] / single[2]["jobs_per_s"], 3)
+    for name, key in (("RabbitMQ + one Redis", "rabbitmq"), ("RabbitMQ + Valkey cluster", "cluster")):
+        if name in results:
+            figures[f"{key}_vs_single_jobs_per_s"] = round(results[name][2]["jobs_per_s"] / single[2]["jobs_per_s"], 3)
     print(json.dumps(figures))
 
 

@@ -114,9 +114,24 @@ def submit_all(base: str, bodies: list[dict]) -> list[str]:
         return list(pool.map(post, bodies))
 
 
+def totals_keys(client: redis.Redis) -> list[str]:
+    """The all-time metrics hashes: one per shard (`orch:metrics:{N}:total`), or the one of a release before the
+    shards (`orch:metrics:total`), so that an A/B run against it reads its figures too."""
+    return ["orch:metrics:total", *client.scan_iter(match="orch:metrics:{*}:total", count=10_000)]
+
+
+def successes(client: redis.Redis) -> int:
+    return sum(int(client.hget(name, "successes") or 0) for name in totals_keys(client))
+
+
+def reset_successes(client: redis.Redis) -> None:
+    for name in totals_keys(client):
+        client.hdel(name, "successes")
+
+
 def wait_successes(client: redis.Redis, count: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while int(client.hget("orch:metrics:total", "successes") or 0) < count:
+    while successes(client) < count:
         if time.monotonic() > deadline:
             raise TimeoutError("jobs did not finish")
         time.sleep(0.01)
@@ -141,7 +156,7 @@ def jobs_per_second(base: str, client: redis.Redis, env: dict[str, str], tag: st
     """Jobs per second, and the worker's CPU milliseconds per job."""
     process = worker(f"llm-{tag}", env, 32)
     try:
-        client.hdel("orch:metrics:total", "successes")
+        reset_successes(client)
         bodies = [job_body(f"{tag}-{i}") for i in range(JOBS)]
         cpu, started = cpu_seconds(process), time.perf_counter()
         submit_all(base, bodies)
@@ -218,7 +233,7 @@ def in_flight(base: str, client: redis.Redis, env: dict[str, str], wire) -> int:
 
     wire["google"].set_model(MODEL, Reply(delay_s=1.0))
     wire["google"].peak_in_flight = 0
-    client.hdel("orch:metrics:total", "successes")
+    reset_successes(client)
     # the queue is full before the worker starts, so the measure is the worker's capacity, not the submit rate
     submit_all(base, [job_body(f"slow-{i}") for i in range(600)])
     process = worker("llm-slow", env, 256)
