@@ -10,10 +10,10 @@ import httpx
 import httpx2
 import openai
 import pytest
-import redis
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from shared.documents import DocumentStore
 from shared.job_store import JobStore
 from shared.settings import get_settings
 from tests.integration.conftest import poll
@@ -97,8 +97,10 @@ def test_a_document_stored_by_two_tenants_is_stored_once_and_each_sees_its_own_r
     assert beta.get(f"/v1/documents/{first['id']}").status_code == 404
     second = beta.post("/v1/documents", json={"text": DOCUMENT}).json()
     assert second == first and beta.get(f"/v1/documents/{first['id']}").status_code == 200
-    stored = redis.Redis.from_url(redis_env).keys(f"*doc:{first['id']}")
-    assert len(stored) == 1  # one copy of the text
+    documents, id_ = DocumentStore(get_settings()), first["id"]
+    stored = set(documents.redis.keys(f"*{id_}*"))
+    owners = {documents._reference_key(id_, owner) for owner in ("t.alpha", "t.beta")}
+    assert stored == {documents._key(id_), documents._meta_key(id_), *owners}  # one copy of the text
 
 
 def test_ids_that_are_not_ids_are_404_never_a_store_error(tenants):
