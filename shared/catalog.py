@@ -60,6 +60,9 @@ class ModelSpec(BaseModel):
     provider_model: str | None = Field(None, description="The id sent to the provider, when it differs from the name.")
     price_model: str | None = Field(None, description="The model's name in genai-prices, when it differs.")
     price_override: PriceOverride | None = Field(None, description="A price set on purpose instead of the library's.")
+    max_in_flight: int | None = Field(
+        None, gt=0, description="Calls to this model in flight at once, across every worker (a local server's slots)."
+    )
 
 
 class TierChain(BaseModel):
@@ -77,6 +80,9 @@ class ProviderConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(None, description="Environment variable holding this account's key.")
     api_key_required: bool = True
+    max_in_flight: int | None = Field(
+        None, gt=0, description="Calls to this account in flight at once, across every worker (a local server's slots)."
+    )
     price_provider: str | None = Field(
         None,
         description="The genai-prices provider whose prices this account pays (default: the account's name, when "

@@ -26,9 +26,9 @@ from shared.execution import Executor, Served
 from shared.extractive import SEPARATOR, ChunkStats, query_terms, select
 from shared.providers import Message, ProviderRequest
 from shared.routing import Analysis, Intent
-from shared.settings import Settings, Tier
+from shared.settings import ChunkingSettings, Settings, Tier
 from shared.store import key
-from shared.tokens import count_tokens
+from shared.tokens import TOKENIZER_MARGIN_PCT, count_tokens, with_margin
 
 
 class Strategy(StrEnum):
@@ -96,15 +96,27 @@ class Compressed(BaseModel):
     chunks: int
     passages: list[tuple[int, int]] = []  # source byte ranges of verbatim passages, in document order
     cost_usd: float = 0.0  # what the chunk summaries cost
-    note: str = ""
+    note: str = ""  # why the strategy fell back, if it did
+    problems: list[str] = []  # chunks (or reduce groups) not summarised, or summarised only in part, and why
 
 
 def summary_key(
-    settings: Settings, document_id: str, strategy: Strategy, query: str, budget: int, tenant: str | None = None
+    settings: Settings,
+    document_id: str,
+    strategy: Strategy,
+    query: str,
+    budget: int,
+    tenant: str | None = None,
+    summariser: str | None = None,
 ) -> str:
-    """The key of a compression, per tenant: a hit would tell another tenant what was asked of the document."""
+    """The key of a compression, per tenant (a hit would tell another tenant what was asked of the document). It
+    names the chunking settings and, for the LLM strategies, the summarising model: a compression made otherwise is
+    not the one asked for."""
     normalised = " ".join(query.lower().split())
-    digest = hashlib.sha256(json.dumps([document_id, strategy, normalised, budget]).encode()).hexdigest()
+    chunking = settings.document_processing.chunking.model_dump()
+    made_by = summariser if strategy.needs_llm else None
+    parts = [document_id, strategy, normalised, budget, chunking, made_by]
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return key(settings, "summary", digest) if tenant is None else key(settings, "summary", tenant, digest)
 
 
@@ -139,9 +151,61 @@ _SUMMARY_SYSTEM = (
 )
 
 
+#: The longest summary a chunk is asked for.
+MAX_SUMMARY_TOKENS = 1024
+#: Tokens of the instructions around a chunk (system prompt, focus, part label), with room to spare.
+SUMMARY_PROMPT_TOKENS = 160
+
+
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room in the model's window for the answer asked of it: refused before the call."""
+
+
 def summary_tokens_per_chunk(budget: int, chunks: int) -> int:
     """How long each chunk's summary may be: together, about half the budget."""
-    return max(64, min(1024, budget // (2 * chunks)))
+    return max(64, min(MAX_SUMMARY_TOKENS, budget // (2 * chunks)))
+
+
+def summariser_window(settings: Settings, chain: list[str]) -> int:
+    """The context window every model of the summariser chain has: the smallest of theirs."""
+    return min(settings.catalog.spec(model).context_window for model in chain)
+
+
+def chunk_room(window: int) -> int:
+    """The longest chunk (by our count) that a window of `window` tokens takes with the instructions, the longest
+    summary asked for and the tokenizer margin."""
+    return (window - SUMMARY_PROMPT_TOKENS - MAX_SUMMARY_TOKENS) * 100 // (100 + TOKENIZER_MARGIN_PCT)
+
+
+def fitted_chunking(chunking: ChunkingSettings, window: int) -> ChunkingSettings:
+    """`chunking` with chunks no longer than a summariser of `window` tokens takes (`chunk_room`)."""
+    room = chunk_room(window)
+    if room >= chunking.max_chunk_size:
+        return chunking
+    if room < 64:
+        raise PromptTooLong(
+            f"a summariser with a {window:,}-token window has no room for a chunk: it needs "
+            f"{SUMMARY_PROMPT_TOKENS} tokens of instructions and up to {MAX_SUMMARY_TOKENS} of summary"
+        )
+    size = min(chunking.default_chunk_size, room)
+    return ChunkingSettings(
+        default_chunk_size=size,
+        max_chunk_size=room,
+        min_chunk_size=min(chunking.min_chunk_size, size // 2),
+        overlap_size=min(chunking.overlap_size, size // 10),
+    )
+
+
+def output_room(window: int, prompt_tokens: int, wanted: int) -> int:
+    """`wanted` output tokens, clamped to what a window of `window` leaves after a prompt of `prompt_tokens` (by
+    our count, with the tokenizer margin); a prompt that leaves fewer than 16 is `PromptTooLong`, with the numbers."""
+    room = window - with_margin(prompt_tokens)
+    if room < 16:
+        raise PromptTooLong(
+            f"the prompt is {prompt_tokens:,} tokens ({with_margin(prompt_tokens):,} with a {TOKENIZER_MARGIN_PCT}% "
+            f"margin for the model's own tokenizer) and the window {window:,}: no room for an answer"
+        )
+    return min(wanted, room)
 
 
 def summaries_cost_usd(work: Preprocessing, document_tokens: int, settings: Settings, worst_case: bool) -> float:
@@ -163,17 +227,18 @@ def summaries_cost_usd(work: Preprocessing, document_tokens: int, settings: Sett
 def summarize(
     executor: Executor, chain: list[str], text: str, focus: str, max_tokens: int, part: str, tenant: str | None = None
 ) -> Served:
-    """One summary by the first model of `chain` that answers (retries, breakers and `tenant`'s cache included)."""
+    """One summary by the first model of `chain` that answers (retries, breakers and `tenant`'s cache included). Its
+    `max_tokens` is clamped to what the chain's smallest window leaves after the prompt; a prompt that leaves no room
+    is `PromptTooLong` before any call."""
+    content = f"Focus: {focus}\nPart {part}, at most {max_tokens} tokens:\n<<<\n{text}\n>>>"
+    window = summariser_window(executor.settings, chain)
+    max_tokens = output_room(window, count_tokens(_SUMMARY_SYSTEM) + count_tokens(content) + 8, max_tokens)
 
     def request_for(model: str) -> ProviderRequest:
         return ProviderRequest(
             model=executor.settings.catalog.spec(model).provider_model or model,
             system=_SUMMARY_SYSTEM,
-            messages=[
-                Message(
-                    role="user", content=f"Focus: {focus}\nPart {part}, at most {max_tokens} tokens:\n<<<\n{text}\n>>>"
-                )
-            ],
+            messages=[Message(role="user", content=content)],
             max_tokens=max_tokens,
             timeout_s=executor.settings.provider_timeout_seconds,
         )

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from shared.breaker import COUNTED_KINDS, CircuitBreakers, Gate
 from shared.cache import ResponseCache
+from shared.catalog import ModelSpec
 from shared.jobs import Attempt, JobRecord
 from shared.prompts import system_prompt, user_prompt
 from shared.providers import Completion, Message, ProviderError, ProviderRequest, ToolSpec, provider_for
@@ -23,6 +24,8 @@ from shared.resilience import retry_delay
 from shared.services.models import ToolCallRecord
 from shared.services.toolbox import Toolbox
 from shared.settings import Settings
+from shared.slots import CallSlots, NoSlot, WaitCancelled
+from shared.tokens import with_margin
 
 #: What the tool loop adds up over its turns: every model turn is billed.
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -78,12 +81,19 @@ def provider_request(
         model=spec.provider_model or model,
         system=system_prompt(record.analysis.intent, record.plan.tier),
         messages=[Message(role="user", content=user_prompt(job.request, job.context, document)), *turns],
-        max_tokens=min(record.plan.max_output_tokens, spec.max_output_tokens),
+        max_tokens=_output_cap(record, spec),
         temperature=job.options.temperature,
         stop=job.options.stop,
         timeout_s=settings.provider_timeout_seconds,
         tools=list(tools),
     )
+
+
+def _output_cap(record: JobRecord, spec: ModelSpec) -> int:
+    """The job's output cap on this model: within its limit, and within what its window leaves after the prompt (a
+    fallback may have a smaller window than the model the plan chose)."""
+    room = spec.context_window - with_margin(record.plan.estimated_input_tokens)
+    return max(16, min(record.plan.max_output_tokens, spec.max_output_tokens, room))
 
 
 class Executor:
@@ -100,6 +110,7 @@ class Executor:
         self.breakers = breakers
         self.cache = cache
         self.sleep = sleep
+        self.slots = CallSlots(settings, breakers.redis)
 
     def serve(
         self,
@@ -233,10 +244,16 @@ class Executor:
             # Before the first try the job was claimed a moment ago; later tries ask whether it was cancelled since.
             if attempts and cancelled():
                 raise Cancelled(attempts)
-            started = time.time()
             streamed: list[str] = []
-            try:
-                completion = self._call(provider, request, on_delta, streamed)
+            try:  # the call's timeout starts once it has its slots (shared/slots.py), not while it waits for them
+                with self.slots.held(provider, model, request.timeout_s, cancelled):
+                    started = time.time()
+                    completion = self._call(provider, request, on_delta, streamed)
+            except WaitCancelled as error:
+                raise Cancelled(attempts) from error
+            except NoSlot as error:
+                attempts.append(_attempt(model, provider, attempt + 1, time.time(), error=str(error), kind="no_slot"))
+                return None
             except ProviderError as error:
                 attempts.append(
                     _attempt(

@@ -73,7 +73,11 @@ class DocumentUse(BaseModel):
     summary_cache_hit: bool | None = None
     summary_key: str | None = None
     workers: list[str] = Field(default_factory=list, description="Workers that processed the chunks.")
-    note: str = ""
+    note: str = Field("", description="Why the strategy fell back to another, when it did.")
+    fell_back_from: str | None = Field(None, description="The strategy planned, when another one was used.")
+    problems: list[str] = Field(
+        default_factory=list, description="Chunks not summarised, or summarised only in part (cut off), and why."
+    )
 
 
 class Billing(BaseModel):

@@ -95,7 +95,15 @@ class Planner:
             strategy=compression.strategy,
             query=query,
             budget=budget,
-            cache_key=summary_key(self.settings, document_id, compression.strategy, query, budget, tenant),
+            cache_key=summary_key(
+                self.settings,
+                document_id,
+                compression.strategy,
+                query,
+                budget,
+                tenant,
+                summariser=compression.summarizers[0] if compression.summarizers else None,
+            ),
             llm_chain=compression.summarizers,
             tenant=tenant,
         )

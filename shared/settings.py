@@ -63,6 +63,11 @@ class DocumentProcessing(BaseModel):
     max_document_bytes: int = Field(32 * 1024 * 1024, gt=0)
     default_strategy: Literal["auto", "extractive", "hierarchical", "semantic", "hybrid"] = "auto"
     chunking: ChunkingSettings = ChunkingSettings()
+    on_summary_failure: Literal["fallback", "fail"] = Field(
+        "fallback",
+        description="When chunk summaries fail: answer from an extractive compression instead (the job says so), "
+        "or fail the job.",
+    )
 
 
 class AuthSettings(BaseModel):
@@ -82,6 +87,12 @@ class Resilience(BaseModel):
     )
     breaker_window_seconds: float = Field(60.0, gt=0)
     breaker_cooldown_seconds: float = Field(30.0, gt=0, description="Open time before a single probe is let through.")
+    slot_wait_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a call waits for a slot of its account's or model's max_in_flight, before its own "
+        "timeout starts; then the next model of the chain.",
+    )
 
 
 class RoutingSettings(BaseModel):

@@ -288,7 +288,7 @@ def _json_documents(body: str) -> list[dict]:
 
 def _accepted_by_settings(block: Block, reader: Reader) -> None:
     """The YAML, added to the product's config, is read by the settings with the values it gives."""
-    directory = reader.directory / f"config-{block.line}"
+    directory = reader.directory / ("config-" + re.sub(r"\W", "-", block.name))  # one per block, across files
     directory.mkdir()
     (directory / "zz-example.yaml").write_text(block.body)
     env = reader.env | {"ORCH_CONFIG_DIR": os.pathsep.join([str(ROOT / "config"), str(directory)])}

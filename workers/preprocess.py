@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery.utils.log import get_task_logger
 
 from shared.accounting import usage_of
 from shared.chunking import chunks_for
-from shared.compression import Compressed, Preprocessing, Strategy, compose, summarize, summary_tokens_per_chunk
+from shared.compression import (
+    Compressed,
+    Preprocessing,
+    PromptTooLong,
+    Strategy,
+    chunk_room,
+    compose,
+    fitted_chunking,
+    summariser_window,
+    summarize,
+    summary_key,
+    summary_tokens_per_chunk,
+)
 from shared.execution import ChainExhausted
 from shared.extractive import chunk_stats, query_terms
 from shared.jobs import JobStatus
@@ -40,6 +53,8 @@ from workers.tasks import finish_job
 log = get_task_logger(__name__)
 
 MAX_REDUCE_LEVELS = 4
+#: Summaries of one reduce level in flight at once from one task.
+REDUCE_PARALLELISM = 8
 
 
 @app.task(name=PREPROCESS_TASK, ignore_result=True)
@@ -58,7 +73,14 @@ def preprocess(context: dict[str, Any]) -> dict[str, Any]:
     if text is None:
         _fail(work, f"document {work.document_id} expired before it could be preprocessed; upload it again")
         return {"status": "missing"}
-    chunks = chunks_for(text, runtime.settings.document_processing.chunking)
+    chunking = runtime.settings.document_processing.chunking
+    if work.strategy.needs_llm and work.llm_chain:
+        try:  # chunks that the summariser's window takes, with its instructions and the summary asked for
+            chunking = fitted_chunking(chunking, summariser_window(runtime.settings, work.llm_chain))
+        except PromptTooLong as error:
+            _fail(work, str(error))
+            return {"status": "failed"}
+    chunks = chunks_for(text, chunking)
     del text
     if work.job_id:
         runtime.jobs.update(work.job_id, chunks_total=len(chunks), stage=f"preprocessing 0/{len(chunks)} chunks")
@@ -84,18 +106,28 @@ def map_chunk(self, context: dict[str, Any], index: int, total: int, start: int,
         return {"status": "cancelled"}
     owned = runtime.documents.read(work.document_id, start, owned_end)
     stats = chunk_stats(index, owned, start, query_terms(work.query))
-    summary, cost = None, 0.0
+    summary, cost, problem = None, 0.0, None
     if work.strategy.needs_llm and work.llm_chain:
         per_chunk = summary_tokens_per_chunk(work.budget, total)
         text = owned + runtime.documents.read(work.document_id, owned_end, end)
+        part = f"{index + 1}/{total}"
         try:
-            part = f"{index + 1}/{total}"
             served = summarize(runtime.executor, work.llm_chain, text, work.query, per_chunk, part, work.tenant)
+        except (ChainExhausted, PromptTooLong) as error:
+            log.warning("chunk %s of %s not summarised: %s", part, work.document_id, error)
+            problem = f"chunk {part}: not summarised: {error}"
+        else:
             summary = served.completion.text
             cost = 0.0 if served.cache_hit else runtime.settings.catalog.cost(served.model, usage_of(served.completion))
-        except ChainExhausted as error:
-            log.warning("chunk %d/%d of %s not summarised: %s", index + 1, total, work.document_id, error)
-    result = {"stats": stats.model_dump(), "summary": summary, "cost_usd": cost, "worker": self.request.hostname}
+            if served.completion.stop_reason == "length":
+                problem = f"chunk {part}: summary cut off at its output limit by {served.model}"
+    result = {
+        "stats": stats.model_dump(),
+        "summary": summary,
+        "cost_usd": cost,
+        "worker": self.request.hostname,
+        "problem": problem,
+    }
     done = runtime.jobs.chunk_done(
         work.run_id, work.job_id, index, total, json.dumps(result), _reduce_message(work, context)
     )
@@ -114,6 +146,7 @@ def reduce_chunks(context: dict[str, Any]) -> dict[str, Any]:
     stats = [ChunkStats.model_validate(result["stats"]) for result in results]
     summaries = {s.chunk: r["summary"] for s, r in zip(stats, results, strict=True) if r["summary"] is not None}
     cost = sum(result["cost_usd"] for result in results)
+    problems = [result["problem"] for result in results if result.get("problem")]
     text, ranges, note = compose(
         work.strategy,
         stats,
@@ -122,11 +155,16 @@ def reduce_chunks(context: dict[str, Any]) -> dict[str, Any]:
         work.budget,
         lambda start, end: runtime.documents.read(work.document_id, start, end),
     )
+    if note and runtime.settings.document_processing.on_summary_failure == "fail":
+        _fail(work, f"{note}: " + "; ".join(problems))
+        runtime.jobs.drop_chunk_results(work.run_id)
+        return {"status": "failed"}
     tokens = count_tokens(text)
     level = 0
     while tokens > work.budget and work.strategy is Strategy.hierarchical and not note and level < MAX_REDUCE_LEVELS:
-        text, spent = _reduce_level(work, text)
+        text, spent, level_problems = _reduce_level(work, text)
         cost += spent
+        problems += level_problems
         tokens, level = count_tokens(text), level + 1
     info = runtime.documents.info(work.document_id)
     compressed = Compressed(
@@ -139,42 +177,65 @@ def reduce_chunks(context: dict[str, Any]) -> dict[str, Any]:
         passages=ranges,
         cost_usd=cost,
         note=note,
+        problems=problems,
     )
-    runtime.summaries.put(work.cache_key, compressed)
-    _continue(work, compressed, cache_hit=False, workers=sorted({result["worker"] for result in results}))
+    # A fallback is what the extractive strategy makes, not what the planned one's key names: it is kept under the
+    # extractive key, where a request for it finds it, and never reused as the planned strategy's result.
+    stored = work.cache_key
+    if note:
+        extractive = Strategy.extractive
+        stored = summary_key(runtime.settings, work.document_id, extractive, work.query, work.budget, work.tenant)
+    runtime.summaries.put(stored, compressed)
+    workers = sorted({result["worker"] for result in results})
+    _continue(work, compressed, cache_hit=False, workers=workers, stored=stored)
     runtime.jobs.drop_chunk_results(work.run_id)
     return {"status": "done", "tokens": tokens, "chunks": len(stats), "cache_key": work.cache_key}
 
 
-def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float]:
-    """Summaries too long for the budget: summarise groups of them again, one level up."""
+def _reduce_level(work: Preprocessing, text: str) -> tuple[str, float, list[str]]:
+    """Summaries too long for the budget: summarise groups of them again, one level up, the groups in parallel. A
+    group holds up to 8 summaries, as many as the summariser's window takes; one that fails is kept as it was."""
     runtime = services()
-    parts = text.split("\n\n")
-    groups = [parts[i : i + 8] for i in range(0, len(parts), 8)]
+    groups = _groups(text.split("\n\n"), chunk_room(summariser_window(runtime.settings, work.llm_chain)))
     per_group = max(64, work.budget // len(groups) - 16)
-    out, cost = [], 0.0
-    for number, group in enumerate(groups, start=1):
+
+    def one(number: int, group: list[str]) -> tuple[list[str], float, str | None]:
+        part = f"{number}/{len(groups)} (summaries)"
         try:
             served = summarize(
-                runtime.executor,
-                work.llm_chain,
-                "\n\n".join(group),
-                work.query,
-                per_group,
-                f"{number}/{len(groups)} (summaries)",
-                work.tenant,
+                runtime.executor, work.llm_chain, "\n\n".join(group), work.query, per_group, part, work.tenant
             )
-        except ChainExhausted:
-            out.extend(group)
-            continue
-        out.append(served.completion.text)
-        if not served.cache_hit:
-            cost += runtime.settings.catalog.cost(served.model, usage_of(served.completion))
-    return "\n\n".join(out), cost
+        except (ChainExhausted, PromptTooLong) as error:
+            return group, 0.0, f"group {part}: not summarised: {error}"
+        spent = 0.0 if served.cache_hit else runtime.settings.catalog.cost(served.model, usage_of(served.completion))
+        cut = served.completion.stop_reason == "length"
+        return [served.completion.text], spent, f"group {part}: summary cut off at its output limit" if cut else None
+
+    with ThreadPoolExecutor(min(REDUCE_PARALLELISM, len(groups))) as pool:
+        done = list(pool.map(one, range(1, len(groups) + 1), groups))
+    out = [part for parts, _, _ in done for part in parts]
+    return "\n\n".join(out), sum(spent for _, spent, _ in done), [problem for *_, problem in done if problem]
 
 
-def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, workers: list[str] = ()) -> None:
-    """Record what preprocessing produced on the job and queue the job for its model."""
+def _groups(parts: list[str], room: int, most: int = 8) -> list[list[str]]:
+    """`parts` in order, packed into groups of at most `most` parts and `room` tokens (a longer part alone)."""
+    groups: list[list[str]] = [[]]
+    used = 0
+    for part in parts:
+        tokens = count_tokens(part) + 2
+        if groups[-1] and (used + tokens > room or len(groups[-1]) == most):
+            groups.append([])
+            used = 0
+        groups[-1].append(part)
+        used += tokens
+    return groups
+
+
+def _continue(
+    work: Preprocessing, compressed: Compressed, cache_hit: bool, workers: list[str] = (), stored: str | None = None
+) -> None:
+    """Record what preprocessing produced on the job (`stored`: the key the model reads it from, by default the
+    work's own) and queue the job for its model."""
     if not work.job_id:
         return
     runtime = services()
@@ -188,15 +249,16 @@ def _continue(work: Preprocessing, compressed: Compressed, cache_hit: bool, work
             "tokens_saved": compressed.original_tokens - compressed.tokens,
             "chunks": compressed.chunks,
             "summary_cache_hit": cache_hit,
-            "summary_key": work.cache_key,
+            "summary_key": stored or work.cache_key,
             "preprocessing_cost_usd": 0.0 if cache_hit else compressed.cost_usd,
             "note": compressed.note,
+            "fell_back_from": work.strategy if compressed.note else None,
+            "problems": compressed.problems,
             "workers": list(workers),
         }
     )
-    if runtime.jobs.update(
-        work.job_id, document=document, status=JobStatus.queued, stage="queued for the model", progress=0.9
-    ):
+    stage = "queued for the model" + (f" ({compressed.note})" if compressed.note else "")
+    if runtime.jobs.update(work.job_id, document=document, status=JobStatus.queued, stage=stage, progress=0.9):
         queue = queue_for(work.tier or "moderate")
         runtime.jobs.sending(work.job_id, queue, task_message(app, EXECUTE_TASK, [work.job_id], queue, work.job_id))
 

@@ -17,7 +17,7 @@ from shared.pricing import Usd
 from shared.prompts import system_prompt
 from shared.routing.analysis import Analysis, RequestOptions
 from shared.settings import ModelSpec, Settings, Tier
-from shared.tokens import count_tokens
+from shared.tokens import TOKENIZER_MARGIN_PCT, count_tokens, with_margin
 
 #: Expected answer length per tier, for estimates before the call (the real usage replaces it afterwards).
 EXPECTED_OUTPUT_TOKENS = {Tier.simple: 150, Tier.moderate: 500, Tier.complex: 1200}
@@ -90,7 +90,7 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
     direct_input = _prompt_tokens(analysis)
     docs = settings.document_processing
 
-    accepted: list[tuple[str, int, float, bool, int | None]] = []  # name, input tokens, cost, preprocess, budget
+    accepted: list[tuple[str, int, float, bool, int | None, int]] = []  # name, input, cost, preprocess, budget, output
     rejected: dict[str, str] = {}
     for name in _candidates(analysis.tier, constraints, settings, day):
         spec = catalog.spec(name)
@@ -98,28 +98,27 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         if reason:
             rejected[name] = reason
             continue
+        output = _output_for(spec, direct_input, max_tokens, max_output, output_tokens)
         input_tokens, preprocess, budget = _fit(
-            analysis,
-            spec,
-            direct_input,
-            min(max_output, spec.max_output_tokens),
-            docs.max_direct_tokens,
-            docs.enable_preprocessing,
+            analysis, spec, direct_input, output, docs.max_direct_tokens, docs.enable_preprocessing
         )
         if input_tokens is None:
-            rejected[name] = f"needs {direct_input + max_output:,} tokens, window is {spec.context_window:,}"
+            rejected[name] = (
+                f"needs {with_margin(direct_input):,} tokens of prompt (ours, with a {TOKENIZER_MARGIN_PCT}% margin "
+                f"for the model's tokenizer) and {output:,} of output, window is {spec.context_window:,}"
+            )
             continue
         cost = catalog.estimate(name, input_tokens, output_tokens, day)
         if constraints.max_cost_usd is not None and cost > constraints.max_cost_usd:
             rejected[name] = f"estimated ${cost:.6f} exceeds max_cost ${constraints.max_cost_usd:.6f}"
             continue
-        accepted.append((name, input_tokens, cost, preprocess, budget))
+        accepted.append((name, input_tokens, cost, preprocess, budget, output))
 
     if not accepted:
         detail = "; ".join(f"{name}: {why}" for name, why in rejected.items())
         raise PlanningError(f"no model satisfies the constraints ({detail})", rejected)
 
-    chosen, input_tokens, cost, preprocess, budget = accepted[0]
+    chosen, input_tokens, cost, preprocess, budget, chosen_output = accepted[0]
     baseline = baseline_estimate(analysis, settings, output_tokens)
     # Fallbacks beyond the configured chain must still beat the baseline, or "falling back" would cost more
     # than not using the orchestrator at all.
@@ -133,7 +132,7 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         fallbacks=fallbacks,
         reason=_reason(chosen, analysis, constraints, rejected),
         tier=analysis.tier,
-        max_output_tokens=min(max_output, catalog.spec(chosen).max_output_tokens),
+        max_output_tokens=chosen_output,
         estimated_input_tokens=input_tokens,
         estimated_output_tokens=output_tokens,
         estimated_cost_usd=cost,
@@ -178,6 +177,17 @@ def _prompt_tokens(analysis: Analysis) -> int:
     return system + analysis.tokens.total + framing
 
 
+def _output_for(spec: ModelSpec, direct_input: int, asked: int | None, default: int, expected: int) -> int:
+    """The most output `spec` is asked for: what the caller asked (or the default), within the model's limit. The
+    default, never an explicit ask, shrinks to what the window leaves after the prompt (counted with the margin for
+    the model's own tokenizer), though not below the answer expected of the tier: a prompt that fits a small window
+    is not refused for an output cap the caller never set."""
+    wanted = min(asked or default, spec.max_output_tokens)
+    if asked is not None:
+        return wanted
+    return max(min(wanted, spec.context_window - with_margin(direct_input)), min(wanted, expected))
+
+
 def _fit(
     analysis: Analysis,
     spec: ModelSpec,
@@ -186,15 +196,16 @@ def _fit(
     max_direct_tokens: int,
     preprocessing_enabled: bool,
 ) -> tuple[int | None, bool, int | None]:
-    """Input tokens the model would receive, whether the document must be compressed, and its token budget."""
+    """Input tokens the model would receive, whether the document must be compressed, and its token budget. The
+    input must fit beside the output with the margin for the model's own tokenizer, which may count more than ours."""
     window_room = spec.context_window - max_output
     document = analysis.tokens.document
-    if direct_input <= window_room and document <= max_direct_tokens:
+    if with_margin(direct_input) <= window_room and document <= max_direct_tokens:
         return direct_input, False, None
     if not document or not preprocessing_enabled:
         return None, False, None
     without_document = direct_input - document
-    budget = min(max_direct_tokens, window_room - without_document)
+    budget = min(max_direct_tokens, window_room * 100 // (100 + TOKENIZER_MARGIN_PCT) - without_document)
     if budget <= 0:
         return None, False, None
     return without_document + budget, True, budget

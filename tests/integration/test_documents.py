@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -10,13 +11,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import standard_library_source
+from shared.compression import Strategy, summary_key
 from shared.documents import DocumentStore
 from shared.job_store import JobStore
 from shared.metrics import read_metrics
 from shared.settings import get_settings
 from shared.tokens import count_tokens
+from tests.catalog import TEST_CONFIG_DIRS
 from tests.integration.conftest import poll
-from tests.wire.servers import Fail
+from tests.wire.servers import Fail, Reply
 
 NEEDLE = "The launch code for the cobalt lighthouse is 7391-ALPHA."
 QUESTION = "Find the launch code for the cobalt lighthouse"
@@ -92,7 +95,7 @@ def test_a_small_document_is_sent_whole(api, start_worker, wire_servers):
 
 
 @pytest.mark.distributed
-def test_a_large_document_is_compressed_by_a_chord_of_preprocess_workers(
+def test_a_large_document_is_compressed_by_preprocess_workers_in_parallel(
     small_budget, api, start_worker, wire_servers, big_document
 ):
     start_worker()
@@ -203,17 +206,90 @@ def test_hierarchical_summaries_and_the_fallback_to_extractive(small_budget, api
         timeout=90,
     )
     assert fallback["status"] == "succeeded", fallback["error"]
-    assert fallback["document"]["strategy"] == "extractive"
-    assert "fell back to extractive" in fallback["document"]["note"]
-    assert fallback["document"]["sent_tokens"] <= 20_000
+    degraded = fallback["document"]
+    assert degraded["strategy"] == "extractive" and degraded["fell_back_from"] == "hierarchical"
+    assert "fell back to extractive" in degraded["note"] and degraded["sent_tokens"] <= 20_000
+    assert len(degraded["problems"]) == degraded["chunks"]  # each chunk, and why
+    assert all("not summarised" in problem for problem in degraded["problems"])
+    store, settings, asked = JobStore(get_settings()), get_settings(), "Summarize this report briefly"
+    hierarchical = summary_key(settings, document["id"], Strategy.hierarchical, asked, 20_000, None, "gemini-2.0-flash")
+    extractive = summary_key(settings, document["id"], Strategy.extractive, asked, 20_000)
+    assert degraded["summary_key"] == extractive and store.redis.exists(extractive)  # kept as what it is
+    assert not store.redis.exists(hierarchical)  # and never as the hierarchical summary it is not
 
 
-def test_oversized_bodies_and_inline_documents_are_413(redis_env, provider_env, monkeypatch):
-    monkeypatch.setenv("ORCH_DOCUMENT_PROCESSING__MAX_DOCUMENT_BYTES", "1000")
-    monkeypatch.setenv("ORCH_MAX_REQUEST_BYTES", "5000")
+LOCAL_MODEL = "smollm2-135m"
+
+
+@pytest.fixture
+def local_summariser(small_budget, wire_servers, tmp_path, monkeypatch):
+    """A local model with a 4K window and one slot, on a server that refuses what does not fit in the window and a
+    second call at once, as the summariser; its account (limited to one call in flight) on the OpenAI-compatible
+    wire server, at no price."""
+    wire_servers["openai"].serve_locally(LOCAL_MODEL, 4096, slots=1)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "local.yaml").write_text(
+        f"""
+providers:
+  local: {{adapter: openai, base_url: "{wire_servers["openai"].url}", api_key_required: false, max_in_flight: 1}}
+models:
+  {LOCAL_MODEL}: {{provider: local, tier: simple, context_window: 4096, max_output_tokens: 4096,
+                  price_override: {{input_usd_per_mtok: 0, output_usd_per_mtok: 0, note: self-hosted}}}}
+document_processing: {{preprocessor_model: {LOCAL_MODEL}}}
+"""
+    )
+    monkeypatch.setenv("ORCH_CONFIG_DIR", os.pathsep.join([TEST_CONFIG_DIRS, str(site)]))
     get_settings.cache_clear()
-    client = TestClient(create_app(get_settings()))
-    inline = client.post("/v1/jobs", json={"request": "Summarize", "document": "x" * 2000})
-    assert inline.status_code == 413 and "limit of 1,000 bytes" in inline.json()["detail"]
-    body = client.post("/v1/jobs", json={"request": "x" * 6000})
-    assert body.status_code == 413 and "limit of 5,000 bytes" in body.json()["detail"]
+
+
+def summarised(api, document: str, request: str = "Summarize this", timeout: float = 180) -> dict:
+    stored = api.post("/v1/documents", content=document.encode(), headers={"content-type": "text/plain"}).json()
+    options = {"strategy": "hierarchical", "preferred_models": ["gpt-4o-mini"], "cache": False}
+    job = api.post("/v1/jobs", json={"request": request, "document_id": stored["id"], "options": options}).json()
+    return poll(api, job["id"], timeout=timeout)
+
+
+def test_a_local_summariser_with_a_4k_window_gets_chunks_that_fit_it(
+    local_summariser, api, start_worker, wire_servers, big_document
+):
+    wire_servers["openai"].set_model(LOCAL_MODEL, Reply(delay_s=0.02))
+    start_worker()
+    start_worker(queues="preprocess", concurrency=2, pool="threads")
+    start_worker(queues="preprocess", concurrency=2, pool="threads")
+    job = summarised(api, big_document)
+    assert job["status"] == "succeeded", job["error"]
+    use = job["document"]
+    assert use["strategy"] == "hierarchical" and use["note"] == "" and use["problems"] == []
+    assert wire_servers["openai"].refused == []  # no prompt, with its summary, past the server's window
+    assert wire_servers["openai"].refused_busy == 0  # four map threads, one call at a time at its one slot
+    summaries = [r for r in wire_servers["openai"].requests if r.model == LOCAL_MODEL]
+    assert len(summaries) >= use["chunks"] >= 200_000 // 2_600  # every chunk, small enough for 4K
+    assert all(r.body["max_tokens"] <= 1024 for r in summaries)
+    assert use["preprocessing_cost_usd"] == 0.0  # the local model is free
+
+
+def test_a_summary_cut_off_at_its_limit_is_recorded_as_such(local_summariser, api, start_worker, wire_servers):
+    wire_servers["openai"].set_model(LOCAL_MODEL, Reply(text="detail " * 5000))  # longer than any cap
+    start_worker()
+    start_worker(queues="preprocess", concurrency=2, pool="threads")
+    job = summarised(api, corpus(30_000))
+    assert job["status"] == "succeeded", job["error"]
+    use = job["document"]
+    assert use["chunks"] > 1 and len(use["problems"]) >= use["chunks"]
+    assert all("cut off at its output limit" in problem for problem in use["problems"])
+
+
+def test_summaries_that_fail_fail_the_job_when_so_configured(
+    local_summariser, api, start_worker, wire_servers, monkeypatch
+):
+    monkeypatch.setenv("ORCH_DOCUMENT_PROCESSING__ON_SUMMARY_FAILURE", "fail")
+    get_settings.cache_clear()
+    for name, models in (("openai", [LOCAL_MODEL, "gpt-4.1-nano"]), ("google", ["gemini-2.0-flash"])):
+        for model in models:
+            wire_servers[name].set_model(model, Fail(500, "down"))
+    wire_servers["anthropic"].set_model("claude-3-haiku-20240307", Fail(500, "down"))
+    start_worker(queues="preprocess", concurrency=2, pool="threads")
+    job = summarised(api, corpus(30_000), timeout=120)
+    assert job["status"] == "failed"
+    assert "fell back to extractive" in job["error"] and "not summarised" in job["error"]

@@ -494,9 +494,64 @@ class OpenAIWireServer(WireServer):
         429: ("requests", "rate_limit_exceeded"),
     }
 
+    #: How much more a served model's own tokenizer counts than tiktoken (a small model's counted 10% more).
+    SERVED_TOKENIZER_FACTOR = 1.1
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, models: Iterable[str] = ()) -> None:
         super().__init__(host, port)
         self.models = list(models)
+        self._windows: dict[str, int] = {}
+        self._slots: dict[str, int] = {}
+        self._busy: dict[str, int] = {}
+        self.refused: list[dict[str, int]] = []  # the over-long requests, with their numbers
+        self.refused_busy = 0  # calls refused because every slot was taken
+
+    def serve_locally(self, model: str, context_window: int, slots: int | None = None) -> None:
+        """Answer for `model` as a local server with a `context_window` of its own does (llama.cpp's, vLLM's):
+        a request whose prompt (counted by the model's tokenizer, `SERVED_TOKENIZER_FACTOR` x tiktoken) and
+        `max_tokens` do not fit together is refused with a 400; with `slots`, a call beyond that many at once is
+        refused with a 503."""
+        with self._lock:
+            self._windows[model] = context_window
+            if slots is not None:
+                self._slots[model] = slots
+
+    def _serve(self, ex: Exchange, model: str | None) -> None:
+        with self._lock:
+            slots = self._slots.get(model or "")
+            busy = slots is not None and self._busy.get(model, 0) >= slots
+            if busy:
+                self.refused_busy += 1
+            elif slots is not None:
+                self._busy[model] = self._busy.get(model, 0) + 1
+        if busy:
+            error = {"code": 503, "message": "no slot available", "type": "unavailable_error"}
+            return ex.json(503, {"error": error})
+        try:
+            return self._serve_chat(ex, model)
+        finally:
+            if slots is not None:
+                with self._lock:
+                    self._busy[model] -= 1
+
+    def _over_window(self, model: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        window = self._windows.get(model)
+        if window is None:
+            return None
+        from shared.tokens import count_tokens
+
+        texts = [t for m in body["messages"] for t in _texts(m.get("content"))]
+        prompt = int(sum(count_tokens(text) for text in texts) * self.SERVED_TOKENIZER_FACTOR)
+        wanted = _cap(body.get("max_completion_tokens"), body.get("max_tokens")) or 0
+        if prompt + wanted <= window:
+            return None
+        with self._lock:
+            self.refused.append({"prompt": prompt, "max_tokens": wanted, "window": window})
+        message = "the request exceeds the available context size, try increasing it"
+        return {
+            "error": {"code": 400, "message": message, "type": "exceed_context_size_error", "n_prompt_tokens": prompt}
+            | {"n_ctx": window}
+        }
 
     def _model_of(self, ex: Exchange) -> str | None:
         return ex.body.get("model") if isinstance(ex.body, dict) else None
@@ -505,7 +560,7 @@ class OpenAIWireServer(WireServer):
         kind, code = self._ERROR_TYPES.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
-    def _serve(self, ex: Exchange, model: str | None) -> None:
+    def _serve_chat(self, ex: Exchange, model: str | None) -> None:
         if ex.method == "GET" and ex.route == "/v1/models":
             with self._lock:
                 known = dict.fromkeys([*self.models, *self._per_model, *self._chaos])
@@ -516,6 +571,8 @@ class OpenAIWireServer(WireServer):
         body = ex.body if isinstance(ex.body, dict) else {}
         if not model or not isinstance(body.get("messages"), list):
             return ex.json(400, self._error(400, "'model' and 'messages' are required"))
+        if refusal := self._over_window(model, body):
+            return ex.json(400, refusal)
         behaviour = self._take(model)
         if isinstance(behaviour, Fail):
             return ex.json(behaviour.status, self._error(behaviour.status, behaviour.message), behaviour.headers)
