@@ -292,7 +292,7 @@ def chat_completions(chat: ChatCompletionRequest, orchestrator: OrchestratorDep,
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": finished.result},
-                    "finish_reason": finished.stop_reason or "stop",
+                    "finish_reason": _finish_reason(finished.stop_reason),
                     "logprobs": None,
                 }
             ],
@@ -339,7 +339,7 @@ def _chunks(store: JobStore, record: JobRecord, include_usage: bool) -> Iterator
         return
     if not sent and final.result:  # answered from the cache: nothing was streamed
         yield event({"content": final.result})
-    yield event({}, final.stop_reason or "stop")
+    yield event({}, _finish_reason(final.stop_reason))
     if include_usage:
         yield f"data: {json.dumps(base | {'choices': [], 'usage': _usage(final)})}\n\n"
     yield "data: [DONE]\n\n"
@@ -373,3 +373,9 @@ def retrieve_model(model: str, orchestrator: OrchestratorDep) -> Any:
         ).response()
     entry = next((e for e in catalog.entries() if e.name == model), None)
     return _model(model, catalog.spec(model).provider, entry)
+
+
+def _finish_reason(stop: str | None) -> str:
+    """OpenAI's `finish_reason` for a job's stop reason: an answer whose stream ended without a reason was cut
+    short, which its clients read as `length`."""
+    return "length" if stop == "incomplete" else stop or "stop"

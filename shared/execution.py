@@ -223,7 +223,8 @@ class Executor:
                 continue
             served = self._try_model(model, provider, request, gate, attempts, cancelled, on_delta)
             if served is not None:
-                if use_cache and not cancelled():
+                # neither a cancelled job's answer (not paid for whole) nor one whose stream ended without a reason
+                if use_cache and not cancelled() and served.stop_reason != "incomplete":
                     self.cache.put(model, request, served, tenant)
                 return Served(completion=served, model=model, provider=provider, attempts=attempts)
         summary = "; ".join(f"{a.model}: {a.error}" for a in attempts)

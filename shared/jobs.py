@@ -110,7 +110,11 @@ class JobRecord(BaseModel):
     analysis: Analysis
     plan: Plan
     result: str | None = None
-    stop_reason: StopReason | None = Field(None, description="stop, length (cut at the output cap) or content_filter.")
+    stop_reason: StopReason | None = Field(
+        None,
+        description="stop, length (cut at the output cap), content_filter, or incomplete (the provider's stream "
+        "ended without a reason).",
+    )
     model_used: str | None = None
     provider_used: str | None = None
     usage: Usage | None = None

@@ -191,6 +191,17 @@ def test_stream_without_usage_estimates(wire: Wire) -> None:
     assert final.output_tokens == count_tokens("one two three") and final.input_tokens > 0
 
 
+def test_a_stream_that_ends_without_a_reason_is_incomplete_not_stop() -> None:
+    """An OpenAI-compatible server that ends its stream with `[DONE]` and no `finish_reason` (some local servers,
+    and one cut off mid-answer) gave an answer nobody can call whole."""
+    with serving("openai", API_KEY) as (server, provider):
+        server.push(Reply(text="part of an answer", gives_reason=False))
+        request = ProviderRequest(model="gpt-4.1-nano", messages=[Message(role="user", content="hi")])
+        final = list(provider.stream(request))[-1]
+    assert final.text == "part of an answer"
+    assert final.finish_reason == "incomplete" and final.stop_reason == "incomplete"
+
+
 # errors ----------------------------------------------------------------------------------------------------------
 
 

@@ -60,8 +60,11 @@ class ProviderRequest(BaseModel):
     tools: list[ToolSpec] = []
 
 
-#: Why an answer ended, in the words OpenAI's clients check: a whole answer, one cut at the output cap, one withheld.
-StopReason = Literal["stop", "length", "content_filter"]
+#: Why an answer ended, in the words OpenAI's clients check: a whole answer, one cut at the output cap, one withheld;
+#: and one whose stream ended without saying why (`incomplete`: never cached, and cut short to an OpenAI client).
+StopReason = Literal["stop", "length", "content_filter", "incomplete"]
+#: The reason a stream adapter gives a stream that ended (`[DONE]`, its last event) without a reason of its own.
+NO_REASON = "incomplete"
 _CUT_AT_CAP = frozenset({"length", "max_tokens", "MAX_TOKENS", "maxTokens", "model_context_window_exceeded"})
 _WITHHELD = frozenset(
     {
@@ -88,6 +91,8 @@ def stop_reason(finish_reason: str | None) -> StopReason:
         return "length"
     if finish_reason in _WITHHELD:
         return "content_filter"
+    if finish_reason == NO_REASON:
+        return "incomplete"
     return "stop"
 
 

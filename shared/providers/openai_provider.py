@@ -10,7 +10,15 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
+from shared.providers.base import (
+    NO_REASON,
+    Completion,
+    Message,
+    ProviderError,
+    ProviderRequest,
+    ToolCall,
+    completion,
+)
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 from shared.providers.http_transport import sdk_transport
 
@@ -106,7 +114,7 @@ class OpenAIProvider:
         yield completion(
             request,
             "".join(parts),
-            finish_reason,
+            finish_reason or NO_REASON,
             getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None),
             cached_input_tokens=getattr(prompt_details, "cached_tokens", None),

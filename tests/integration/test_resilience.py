@@ -194,6 +194,16 @@ def test_identical_requests_are_served_from_the_cache(settings, executor, wire_s
     assert not third.cache_hit and len(wire_servers["google"].requests) == 2
 
 
+def test_a_streamed_answer_that_ended_without_a_reason_is_never_cached(settings, executor, wire_servers):
+    record = record_for(settings, preferred_models=["gpt-4.1-nano"])
+    wire_servers["openai"].set_model("gpt-4.1-nano", Reply(text="half an", gives_reason=False))
+    pieces: list[str] = []
+    first = executor.serve(record, on_delta=pieces.append)
+    assert first.completion.stop_reason == "incomplete" and "".join(pieces) == "half an"
+    again = executor.serve(record, on_delta=pieces.append)
+    assert not again.cache_hit and len(wire_servers["openai"].requests) == 2
+
+
 def test_occasional_failures_of_a_busy_model_do_not_open_its_breaker(settings, client):
     breakers = CircuitBreakers(settings, client)  # threshold 3, ratio 0.5
     for _ in range(10):

@@ -110,6 +110,7 @@ class Reply:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     delta_interval_s: float = 0.0  # streamed: the pause before each piece of the answer (OpenAI's wire format)
+    gives_reason: bool = True  # False: a stream whose last chunk has no finish_reason, ended by [DONE] alone (OpenAI)
 
     def __post_init__(self) -> None:
         if self.respond is not None and self.text is not None:
@@ -157,6 +158,7 @@ class Answer:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     delta_interval_s: float = 0.0
+    gives_reason: bool = True
 
     @property
     def billed_output(self) -> int:
@@ -442,7 +444,15 @@ class WireServer:
         if truncated:
             text = " ".join(text.split()[:cap])
         if not reply.usage:
-            return Answer(text, None, None, calls, truncated, delta_interval_s=reply.delta_interval_s)
+            return Answer(
+                text,
+                None,
+                None,
+                calls,
+                truncated,
+                delta_interval_s=reply.delta_interval_s,
+                gives_reason=reply.gives_reason,
+            )
         input_tokens = reply.input_tokens if reply.input_tokens is not None else sum(words(t) for t in texts)
         if reply.cached_tokens + reply.cache_write_tokens > input_tokens:
             raise ValueError(
@@ -461,6 +471,7 @@ class WireServer:
             reply.cache_write_tokens,
             reply.reasoning_tokens,
             reply.delta_interval_s,
+            reply.gives_reason,
         )
 
     def _next_id(self, prefix: str) -> str:
@@ -679,7 +690,7 @@ class OpenAIWireServer(WireServer):
         for delta in answer.deltas:
             time.sleep(answer.delta_interval_s)
             yield _sse_data(chunk({"content": delta}, None))
-        yield _sse_data(chunk({}, cls._finish(answer)))
+        yield _sse_data(chunk({}, cls._finish(answer) if answer.gives_reason else None))
         if usage is not None:
             yield _sse_data(
                 {
