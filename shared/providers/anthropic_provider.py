@@ -7,15 +7,8 @@ from typing import Any
 
 import anthropic
 
-from shared.providers.base import (
-    NO_REASON,
-    Completion,
-    Message,
-    ProviderError,
-    ProviderRequest,
-    ToolCall,
-    completion,
-)
+from shared.providers import base
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 from shared.providers.http_transport import sdk_transport
 
@@ -83,7 +76,7 @@ class AnthropicProvider:
                         _take_counts(counts, getattr(event, "usage", None), (*_INPUT_COUNTS, "output_tokens"))
         except Exception as exc:
             raise self._error(exc, request) from exc
-        yield _completion(request, "".join(parts), stop_reason or NO_REASON, counts)
+        yield _completion(request, "".join(parts), stop_reason or base.NO_REASON, counts)
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         params: dict[str, Any] = {

@@ -10,15 +10,8 @@ import httpx2
 from google import genai
 from google.genai import _common, errors, types
 
-from shared.providers.base import (
-    NO_REASON,
-    Completion,
-    Message,
-    ProviderError,
-    ProviderRequest,
-    ToolCall,
-    completion,
-)
+from shared.providers import base
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, status_error, transport_error
 from shared.providers.http_transport import sdk_transport
 
@@ -102,7 +95,7 @@ class GoogleProvider:
         yield self._completion(
             request,
             "".join(parts),
-            finish_reason or NO_REASON,
+            finish_reason or base.NO_REASON,
             getattr(usage, "prompt_token_count", None),
             getattr(usage, "cached_content_token_count", None),
             getattr(usage, "candidates_token_count", None),

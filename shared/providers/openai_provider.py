@@ -10,15 +10,8 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from shared.providers.base import (
-    NO_REASON,
-    Completion,
-    Message,
-    ProviderError,
-    ProviderRequest,
-    ToolCall,
-    completion,
-)
+from shared.providers import base
+from shared.providers.base import Completion, Message, ProviderError, ProviderRequest, ToolCall, completion
 from shared.providers.errors import redact, sdk_transport_error, status_error, transport_error
 from shared.providers.http_transport import sdk_transport
 
@@ -114,7 +107,7 @@ class OpenAIProvider:
         yield completion(
             request,
             "".join(parts),
-            finish_reason or NO_REASON,
+            finish_reason or base.NO_REASON,
             getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None),
             cached_input_tokens=getattr(prompt_details, "cached_tokens", None),
