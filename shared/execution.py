@@ -93,7 +93,7 @@ def _output_cap(record: JobRecord, spec: ModelSpec) -> int:
     """The job's output cap on this model: within its limit, and within what its window leaves after the prompt (a
     fallback may have a smaller window than the model the plan chose)."""
     room = spec.context_window - with_margin(record.plan.estimated_input_tokens)
-    return max(16, min(record.plan.max_output_tokens, spec.max_output_tokens, room))
+    return min(record.plan.max_output_tokens, spec.max_output_tokens, max(16, room))
 
 
 class Executor:
