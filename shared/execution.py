@@ -247,9 +247,9 @@ class Executor:
                 raise Cancelled(attempts)
             streamed: list[str] = []
             try:  # the call's timeout starts once it has its slots (shared/slots.py), not while it waits for them
-                with self.slots.held(provider, model, request.timeout_s, cancelled):
+                with self.slots.held(provider, model, request.timeout_s, cancelled) as hold:
                     started = time.time()
-                    completion = self._call(provider, request, on_delta, streamed)
+                    completion = self._call(provider, request, on_delta, streamed, hold.renew)
             except WaitCancelled as error:
                 raise Cancelled(attempts) from error
             except NoSlot as error:
@@ -277,8 +277,14 @@ class Executor:
         return None
 
     def _call(
-        self, provider: str, request: ProviderRequest, on_delta: Callable[[str], None] | None, streamed: list[str]
+        self,
+        provider: str,
+        request: ProviderRequest,
+        on_delta: Callable[[str], None] | None,
+        streamed: list[str],
+        still_going: Callable[[], None] = lambda: None,
     ) -> Completion:
+        """One call; a stream calls `still_going` with each piece (its slots' leases are renewed)."""
         adapter = provider_for(provider, self.settings)
         if on_delta is None:
             return adapter.complete(request)
@@ -287,6 +293,7 @@ class Executor:
                 return piece
             streamed.append(piece)
             on_delta(piece)
+            still_going()
         raise ProviderError(
             "the stream ended without a final message",
             provider=provider,

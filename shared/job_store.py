@@ -54,13 +54,10 @@ return 1
 # runs once, even if that chunk's worker dies before it publishes the message (the sweep publishes it then).
 # KEYS[1] the results, KEYS[2] the outbox of the run's shard, KEYS[3] the job's record (none: work without a job).
 # ARGV[1] chunk index, ARGV[2] its result, ARGV[3] total chunks, ARGV[4] share of progress, ARGV[5] TTL, ARGV[6] the
-# reduce message, ARGV[7] now. Returns {chunks kept, 1 if this call completed the map}, or {-1, 0} for a job that
-# has finished (cancelled).
+# reduce message, ARGV[7] now. Returns {chunks kept, 1 if this call completed the map}, or {-1, 0} for a job no
+# longer preprocessing (cancelled, or past its reduce: a late chunk must not reopen the map or reduce it twice).
 _CHUNK_DONE = """
-if KEYS[3] then
-  local status = redis.call('HGET', KEYS[3], 'status')
-  if not status or status == '"succeeded"' or status == '"failed"' or status == '"cancelled"' then return {-1, 0} end
-end
+if KEYS[3] and redis.call('HGET', KEYS[3], 'status') ~= '"preprocessing"' then return {-1, 0} end
 local new = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 local done = redis.call('HLEN', KEYS[1])
@@ -330,9 +327,9 @@ class JobStore:
         share: float = 0.9,
     ) -> int:
         """Keep chunk `index`'s map `result` for the map/reduce `run_id` and count it in the progress of its job,
-        if it has one; the number of chunks kept (-1 if the job has finished or gone). The call that keeps the last
-        chunk publishes `reduce` (written down in the outbox first, in the same step). `reduce` must carry `run_id`
-        as its task id: its outbox entry is in the run's shard."""
+        if it has one; the number of chunks kept (-1 if the job is no longer preprocessing). The call that keeps the
+        last chunk publishes `reduce` (written down in the outbox first, in the same step). `reduce` must carry
+        `run_id` as its task id: its outbox entry is in the run's shard."""
         keys = [self.keys.job(run_id, "chunks"), self.outbox.key(reduce.message)]
         if job_id:
             keys.append(self._key(job_id))

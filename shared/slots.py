@@ -5,6 +5,7 @@ rest, and a queued call's wait counts against its timeout. A limit set on the ac
 max_in_flight`) or on the model (`models.<name>.max_in_flight`) holds calls back in the orchestrator instead, before
 their timeout starts. A slot is a member of a sorted set scored by when its lease ends (the call's timeout and a
 margin, on the server's clock): a worker killed mid-call frees its slot when the lease ends, with nothing to clean up.
+A streamed call, whose timeout bounds each read and not the whole answer, renews its lease as pieces arrive.
 Every limit's set shares one hash tag, so a call takes its account's and its model's slots in one step.
 """
 
@@ -41,6 +42,38 @@ return 1
 """
 
 
+# KEYS: the limits' sets. ARGV: lease ms, token. Extends the token's leases that are still held.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _, name in ipairs(KEYS) do
+  if redis.call('ZSCORE', name, ARGV[2]) then
+    redis.call('ZADD', name, 'XX', now + tonumber(ARGV[1]), ARGV[2])
+    redis.call('PEXPIRE', name, tonumber(ARGV[1]))
+  end
+end
+return 1
+"""
+
+#: A held lease is renewed at most this often.
+RENEW_EVERY_S = 5.0
+
+
+class Hold:
+    """Slots held for one call: `renew()` keeps them while the call goes on (a stream's pieces call it)."""
+
+    def __init__(self, slots: CallSlots | None, names: list[str], token: str, lease_ms: int, waited: float) -> None:
+        self._slots, self._names, self._token, self._lease_ms = slots, names, token, lease_ms
+        self.waited = waited
+        self._renewed = time.monotonic()
+
+    def renew(self) -> None:
+        if self._slots is None or time.monotonic() - self._renewed < RENEW_EVERY_S:
+            return
+        self._renewed = time.monotonic()
+        self._slots._renew(keys=self._names, args=[self._lease_ms, self._token])
+
+
 class NoSlot(Exception):
     """No slot came free within `resilience.slot_wait_seconds`."""
 
@@ -55,6 +88,7 @@ class CallSlots:
         self.redis = client
         self.keys = Keyspace.of(settings, client)
         self._acquire = script(client, _ACQUIRE)
+        self._renew = script(client, _RENEW)
 
     def limits(self, provider: str, model: str) -> dict[str, int]:
         """The set and limit of each bound on a call of `model` at `provider` (none: unbounded)."""
@@ -70,12 +104,12 @@ class CallSlots:
     @contextmanager
     def held(
         self, provider: str, model: str, timeout_s: float, cancelled: Callable[[], bool] = lambda: False
-    ) -> Iterator[float]:
-        """Hold a slot of every limit on the call for its duration; yields the seconds waited for them. Raises
-        `NoSlot` after `resilience.slot_wait_seconds`, `WaitCancelled` once `cancelled()`."""
+    ) -> Iterator[Hold]:
+        """Hold a slot of every limit on the call for its duration (`Hold.waited`: the seconds waited for them).
+        Raises `NoSlot` after `resilience.slot_wait_seconds`, `WaitCancelled` once `cancelled()`."""
         limits = self.limits(provider, model)
         if not limits:
-            yield 0.0
+            yield Hold(None, [], "", 0, 0.0)
             return
         token, lease_ms = uuid.uuid4().hex, int((timeout_s + LEASE_MARGIN_S) * 1000)
         names, bounds = list(limits), list(limits.values())
@@ -91,7 +125,7 @@ class CallSlots:
             time.sleep(pause * (0.5 + random.random()))
             pause = min(0.5, pause * 1.5)
         try:
-            yield time.monotonic() - started
+            yield Hold(self, names, token, lease_ms, time.monotonic() - started)
         finally:
             with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:

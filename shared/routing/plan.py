@@ -98,7 +98,13 @@ def plan(analysis: Analysis, constraints: Constraints, settings: Settings, max_t
         if reason:
             rejected[name] = reason
             continue
-        output = _output_for(spec, direct_input, max_tokens, max_output, output_tokens)
+        # the most the model may read: the whole prompt, or with the document compressed to the direct limit
+        sent = (
+            direct_input
+            if not analysis.tokens.document
+            else min(direct_input, direct_input - analysis.tokens.document + docs.max_direct_tokens)
+        )
+        output = _output_for(spec, sent, max_tokens, max_output, output_tokens)
         input_tokens, preprocess, budget = _fit(
             analysis, spec, direct_input, output, docs.max_direct_tokens, docs.enable_preprocessing
         )
@@ -177,7 +183,7 @@ def _prompt_tokens(analysis: Analysis) -> int:
     return system + analysis.tokens.total + framing
 
 
-def _output_for(spec: ModelSpec, direct_input: int, asked: int | None, default: int, expected: int) -> int:
+def _output_for(spec: ModelSpec, input_tokens: int, asked: int | None, default: int, expected: int) -> int:
     """The most output `spec` is asked for: what the caller asked (or the default), within the model's limit. The
     default, never an explicit ask, shrinks to what the window leaves after the prompt (counted with the margin for
     the model's own tokenizer), though not below the answer expected of the tier: a prompt that fits a small window
@@ -185,7 +191,7 @@ def _output_for(spec: ModelSpec, direct_input: int, asked: int | None, default: 
     wanted = min(asked or default, spec.max_output_tokens)
     if asked is not None:
         return wanted
-    return max(min(wanted, spec.context_window - with_margin(direct_input)), min(wanted, expected))
+    return max(min(wanted, spec.context_window - with_margin(input_tokens)), min(wanted, expected))
 
 
 def _fit(

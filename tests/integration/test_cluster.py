@@ -121,6 +121,7 @@ def test_jobs_live_finish_and_are_counted_on_the_cluster(settings):
 def test_a_map_reduce_sends_its_reduce_once_from_the_last_chunk(settings):
     store = JobStore(settings)
     record = queued(store)
+    assert store.update(record.id, status=JobStatus.preprocessing)
     reduce = Published(TaskMessage(task="reduce", args=[], queue="preprocess", task_id=record.id))
     done = [store.chunk_done(record.id, record.id, index, 3, json.dumps({"i": index}), reduce) for index in (2, 0)]
     assert done == [1, 2] and reduce.sent == []
@@ -129,6 +130,10 @@ def test_a_map_reduce_sends_its_reduce_once_from_the_last_chunk(settings):
     assert reduce.sent == [reduce.message] and store.outbox.due(0) == []  # published, its outbox entry dropped
     assert [json.loads(result)["i"] for result in store.chunk_results(record.id)] == [0, 1, 2]
     assert store.get(record.id).chunks_done == 3
+    store.drop_chunk_results(record.id)  # reduced: the job moves on to its model
+    assert store.update(record.id, status=JobStatus.queued, stage="queued for the model")
+    assert store.chunk_done(record.id, record.id, 0, 3, "late", reduce) == -1  # a late chunk reopens nothing
+    assert store.get(record.id).stage == "queued for the model" and len(reduce.sent) == 1
 
 
 def test_budgets_and_breakers_on_the_cluster(settings):

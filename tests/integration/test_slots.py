@@ -65,8 +65,8 @@ def test_the_account_limit_bounds_its_models_together(slots):
 
 
 def test_an_unbounded_model_waits_for_nothing(slots):
-    with slots.held("openai", "gpt-4.1-nano", timeout_s=5) as waited:
-        assert waited == 0.0 and slots.limits("openai", "gpt-4.1-nano") == {}
+    with slots.held("openai", "gpt-4.1-nano", timeout_s=5) as hold:
+        assert hold.waited == 0.0 and slots.limits("openai", "gpt-4.1-nano") == {}
 
 
 def test_the_slot_of_a_worker_that_died_holding_it_comes_back_when_its_lease_ends(slots, monkeypatch):
@@ -74,8 +74,21 @@ def test_the_slot_of_a_worker_that_died_holding_it_comes_back_when_its_lease_end
     abandoned = slots.held("local", "small-a", timeout_s=0.5)
     abandoned.__enter__()  # never left: its holder is gone
     started = time.monotonic()
-    with slots.held("local", "small-a", timeout_s=5) as waited:
-        assert 0.3 < waited < 2.0 and time.monotonic() - started < 2.0
+    with slots.held("local", "small-a", timeout_s=5) as hold:
+        assert 0.3 < hold.waited < 2.0 and time.monotonic() - started < 2.0
+
+
+def test_a_long_stream_renews_its_lease_and_keeps_its_slot(slots, monkeypatch):
+    monkeypatch.setattr(slots_module, "LEASE_MARGIN_S", 0.0)
+    monkeypatch.setattr(slots_module, "RENEW_EVERY_S", 0.1)
+    monkeypatch.setattr(slots.settings.resilience, "slot_wait_seconds", 0.2)
+    with slots.held("local", "small-a", timeout_s=0.5) as hold:
+        for _ in range(8):  # 1.2 s of pieces, past the 0.5 s lease
+            time.sleep(0.15)
+            hold.renew()
+        with pytest.raises(NoSlot):  # the slot is still held: no second call got in
+            with slots.held("local", "small-a", timeout_s=5):
+                pass
 
 
 def test_a_call_that_waits_too_long_or_is_cancelled_gives_up(slots, monkeypatch):

@@ -92,3 +92,12 @@ def test_a_prompt_that_fits_a_small_window_is_not_refused_for_the_default_output
         Planner(small_window).propose(asked)
     reason = r"smollm2-135m: needs 3,\d{3} tokens of prompt .* and 1,024 of output, window is 4,096"
     assert re.search(reason, str(refused.value))
+
+
+def test_a_document_compressed_for_the_model_keeps_the_default_output_cap():
+    settings = load_settings()
+    document = "The quarterly figures rose in every region. " * 30_000  # about 270K tokens: compressed for any model
+    body = JobRequest(request="Summarise this report", document=document, options={"preferred_models": ["gpt-4o"]})
+    plan = Planner(settings).propose(body).plan
+    assert plan.model == "gpt-4o" and plan.preprocess  # a 128K window: the document is compressed
+    assert plan.max_output_tokens == settings.default_max_output_tokens  # not the tier's expected answer
