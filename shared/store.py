@@ -13,6 +13,7 @@ import redis
 from redis.commands.core import Script
 
 from shared.errors import StoreUnavailable
+from shared.keyspace import Keyspace
 from shared.settings import ConfigError, Settings
 
 __all__ = ["StoreUnavailable", "key", "redis_client", "script", "shown_url"]
@@ -81,7 +82,9 @@ def script(client: redis.Redis, source: str) -> Script:
 
 
 def key(settings: Settings, *parts: str) -> str:
-    return settings.redis_prefix + ":".join(parts)
+    """A key under the prefix with no hash tag: state a script touches alone, or that lives on one server only
+    (the Redis transport's delivery notes). Tagged keys come from `shared.keyspace.Keyspace`."""
+    return Keyspace(settings.redis_prefix).name(*parts)
 
 
 def shown_url(url: str) -> str:
